@@ -1,0 +1,39 @@
+"""funcbp: backpropagation from *Deep Learning from Scratch*, chapter 5, in JAX.
+
+The layers are pure functions whose backward rules are hand-written and
+registered with ``jax.custom_vjp``; :mod:`funcbp.reference` holds their
+plain-jnp twins, and :func:`compare_gradients` checks one against the other
+and against :func:`numerical_gradient`.
+
+Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) cannot pass through
+``custom_vjp``; reverse mode, ``grad`` of ``grad`` and ``jax.hessian`` work.
+"""
+
+from funcbp import reference
+from funcbp.gradcheck import compare_gradients, numerical_gradient
+from funcbp.layers import (
+    add,
+    affine,
+    cross_entropy_error,
+    mul,
+    relu,
+    sigmoid,
+    softmax,
+    softmax_with_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "add",
+    "affine",
+    "compare_gradients",
+    "cross_entropy_error",
+    "mul",
+    "numerical_gradient",
+    "reference",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softmax_with_loss",
+]

@@ -1,0 +1,113 @@
+"""The table of what funcbp checks, read by the tests, the CLI and experiments.
+
+Each row names a function built from hand-written rules, its plain-jnp twin and
+a factory for example arguments. A new layer is one new row, and is then
+checked by ``funcbp gradcheck`` and by the test suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import DTypeLike
+
+from funcbp import layers, reference
+from funcbp.gradcheck import GradientCheck, compare_gradients
+
+__all__ = ["CHECKS", "LAYER_CHECKS", "Check", "run_checks"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One row: ``manual(*make_args(rng, dtype))`` is checked against ``reference``."""
+
+    name: str
+    manual: Callable[..., Any]
+    reference: Callable[..., Any]
+    make_args: Callable[[np.random.Generator, DTypeLike], tuple[Any, ...]]
+
+    def run(self, dtype: DTypeLike = jnp.float64, seed: int = 0) -> GradientCheck:
+        args = self.make_args(np.random.default_rng(seed), dtype)
+        return compare_gradients(self.manual, self.reference, args, name=self.name, seed=seed)
+
+
+# Example arguments come from NumPy: jax.random would compile a program per shape.
+
+
+def _normal(rng, shape, dtype, scale=1.0):
+    return jnp.asarray(scale * rng.standard_normal(shape), dtype)
+
+
+def _labels(rng, n, classes):
+    return jnp.asarray(rng.integers(0, classes, n), jnp.int32)
+
+
+def _away_from_zero(rng, shape, dtype):
+    # Finite differences across ReLU's kink are meaningless; keep |x| >= 0.1.
+    return jnp.asarray(rng.choice([-1.0, 1.0], shape) * rng.uniform(0.1, 2.0, shape), dtype)
+
+
+def _pair(rng, dtype):
+    return _normal(rng, (3, 4), dtype), _normal(rng, (3, 4), dtype)
+
+
+def _affine_args(rng, dtype):
+    # A 3-D x, flattened to (4, 6) inside affine.
+    return _normal(rng, (4, 2, 3), dtype), _normal(rng, (6, 5), dtype), _normal(rng, (5,), dtype)
+
+
+def _probabilities_and_labels(rng, dtype):
+    # Mild logits keep every probability well above the float32 step.
+    logits = 0.5 * rng.standard_normal((4, 5))
+    y = np.exp(logits) / np.exp(logits).sum(axis=-1, keepdims=True)
+    return jnp.asarray(y, dtype), _labels(rng, 4, 5)
+
+
+def _scores_and_labels(rng, dtype):
+    return _normal(rng, (4, 5), dtype), _labels(rng, 4, 5)
+
+
+LAYER_CHECKS: tuple[Check, ...] = (
+    Check("mul", layers.mul, reference.mul, _pair),
+    Check("add", layers.add, reference.add, _pair),
+    Check("relu", layers.relu, reference.relu, lambda k, d: (_away_from_zero(k, (3, 4), d),)),
+    Check("sigmoid", layers.sigmoid, reference.sigmoid, lambda k, d: (_normal(k, (3, 4), d, 2),)),
+    Check("affine", layers.affine, reference.affine, _affine_args),
+    Check("softmax", layers.softmax, reference.softmax, lambda k, d: (_normal(k, (4, 5), d),)),
+    Check(
+        "cross_entropy_error",
+        layers.cross_entropy_error,
+        reference.cross_entropy_error,
+        _probabilities_and_labels,
+    ),
+    Check(
+        "softmax_with_loss",
+        layers.softmax_with_loss,
+        reference.softmax_with_loss,
+        _scores_and_labels,
+    ),
+)
+
+CHECKS: tuple[Check, ...] = LAYER_CHECKS
+
+
+def run_checks(
+    dtype: DTypeLike = jnp.float64, names: Sequence[str] | None = None, seed: int = 0
+) -> list[GradientCheck]:
+    """Runs the rows of :data:`CHECKS` (all, or those named) in one dtype.
+
+    float64 needs ``jax.config.update("jax_enable_x64", True)`` first.
+    """
+    known = [c.name for c in CHECKS]
+    if names:
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(f"names must be among {', '.join(known)}; got {', '.join(unknown)}")
+    if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs jax_enable_x64; set it before creating arrays")
+    return [c.run(dtype, seed) for c in CHECKS if not names or c.name in names]

@@ -1,0 +1,77 @@
+"""Plain-jnp twins of :mod:`funcbp.layers`, differentiated by JAX itself.
+
+Each twin has its layer's signature and forward math but no custom rule, so
+``jax.grad`` of a twin is the oracle the hand-written rules are checked
+against. Unlike the layers, the twins also work under forward mode
+(``jax.jvp``, ``jax.jacfwd``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import Array
+from jax.typing import ArrayLike
+
+from funcbp.layers import CROSS_ENTROPY_DELTA
+
+__all__ = [
+    "add",
+    "affine",
+    "cross_entropy_error",
+    "mul",
+    "relu",
+    "sigmoid",
+    "softmax",
+    "softmax_with_loss",
+]
+
+
+def mul(x: ArrayLike, y: ArrayLike) -> Array:
+    return jnp.multiply(x, y)
+
+
+def add(x: ArrayLike, y: ArrayLike) -> Array:
+    return jnp.add(x, y)
+
+
+def relu(x: ArrayLike) -> Array:
+    # where, not maximum: jnp.maximum splits the gradient 0.5/0.5 at exactly 0.
+    x = jnp.asarray(x)
+    return jnp.where(x <= 0, 0, x)
+
+
+def sigmoid(x: ArrayLike) -> Array:
+    # The tanh form has a finite derivative at +-1000, where 1/(1+exp(-x)) gives nan.
+    return 0.5 * (jnp.tanh(jnp.asarray(x) / 2) + 1)
+
+
+def affine(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> Array:
+    x = jnp.asarray(x)
+    return x.reshape(x.shape[0], -1) @ W + jnp.asarray(b)[None, :]
+
+
+def softmax(x: ArrayLike) -> Array:
+    x = jnp.asarray(x)
+    e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _batch_one_hot(x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
+    x, t = jnp.asarray(x), jnp.asarray(t)
+    if x.ndim == 1:
+        x, t = x[None], t[None]
+    if t.shape == x.shape:
+        return x, t.astype(x.dtype)
+    return x, jax.nn.one_hot(t, x.shape[-1], dtype=x.dtype)
+
+
+def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
+    y, t = _batch_one_hot(y, t)
+    return -jnp.sum(jnp.log(jnp.sum(y * t, axis=-1) + CROSS_ENTROPY_DELTA)) / y.shape[0]
+
+
+def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
+    x, t = _batch_one_hot(x, t)
+    log_y = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
+    return -jnp.sum(log_y * t) / x.shape[0]

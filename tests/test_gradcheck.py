@@ -1,0 +1,122 @@
+"""numerical_gradient and compare_gradients, including that they catch bad rules."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import funcbp
+from funcbp import reference
+from funcbp.gradcheck import ErrorStats, compare_gradients, numerical_gradient
+
+
+def test_numerical_gradient_of_a_quadratic_pytree():
+    params = {"W": jnp.array([[1.0, -2.0], [0.5, 3.0]]), "b": jnp.array([0.25, -1.0])}
+
+    def f(p):
+        return jnp.sum(p["W"] ** 2) + jnp.sum(p["b"] ** 3)
+
+    g = numerical_gradient(f, params)
+    chex.assert_trees_all_close(g, {"W": 2 * params["W"], "b": 3 * params["b"] ** 2}, rtol=1e-7)
+
+
+def test_numerical_gradient_is_jittable_and_keeps_dtype():
+    x = jnp.array([0.3, -0.7], jnp.float32)
+    g = jax.jit(lambda x: numerical_gradient(lambda v: jnp.sum(jnp.sin(v)), x, h=1e-2))(x)
+    assert g.dtype == jnp.float32
+    chex.assert_trees_all_close(g, jnp.cos(x), rtol=1e-3)
+
+
+def test_numerical_gradient_refuses_integer_input():
+    with pytest.raises(TypeError, match="x must hold floating-point arrays, got dtype int"):
+        numerical_gradient(jnp.sum, jnp.arange(3))
+
+
+def test_compare_gradients_reports_per_parameter_and_passes_a_correct_rule():
+    rng = np.random.default_rng(0)
+    params = {
+        "W": jnp.asarray(rng.standard_normal((4, 3))),
+        "b": jnp.asarray(rng.standard_normal(3)),
+    }
+    x, t = jnp.asarray(rng.standard_normal((5, 4))), jnp.array([0, 1, 2, 0, 1])
+
+    def manual(p, x, t):
+        return funcbp.softmax_with_loss(funcbp.affine(x, p["W"], p["b"]), t)
+
+    def twin(p, x, t):
+        return reference.softmax_with_loss(reference.affine(x, p["W"], p["b"]), t)
+
+    report = compare_gradients(manual, twin, (params, x, t), argnums=0, name="net")
+    assert report.ok and report.name == "net" and report.dtype == "float64"
+    assert [a.name for a in report.arguments] == ["W", "b"]
+    assert report.manual_vs_autodiff.max_abs < 1e-12
+    assert report.manual_vs_numerical.max_rel < 1e-5
+    assert report.to_dict()["manual_vs_numerical"]["ok"] is True
+
+
+@jax.custom_vjp
+def _leaky_relu_rule(x):
+    return jnp.where(x <= 0, 0.0, x)
+
+
+def _leaky_fwd(x):
+    return _leaky_relu_rule(x), x
+
+
+def _leaky_bwd(x, dout):
+    return (dout,)  # forgets the mask
+
+
+_leaky_relu_rule.defvjp(_leaky_fwd, _leaky_bwd)
+
+
+@jax.custom_vjp
+def _book_softmax_with_loss(x, t):
+    return reference.softmax_with_loss(x, t)
+
+
+def _book_fwd(x, t):
+    return _book_softmax_with_loss(x, t), (jax.nn.softmax(x), t)
+
+
+def _book_bwd(res, dout):
+    y, t = res
+    return (y - jax.nn.one_hot(t, y.shape[-1], dtype=y.dtype)) / y.shape[0], None  # ignores dout
+
+
+_book_softmax_with_loss.defvjp(_book_fwd, _book_bwd)
+
+
+def test_compare_gradients_catches_a_rule_that_forgets_the_mask():
+    x = jnp.array([[-1.0, 0.5], [2.0, -0.3]])
+    report = compare_gradients(_leaky_relu_rule, reference.relu, (x,))
+    assert not report.ok
+    assert report.manual_vs_autodiff.max_abs > 0.1
+    assert report.manual_vs_numerical.max_abs > 0.1
+
+
+def test_compare_gradients_catches_the_books_ignored_dout():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    t = jnp.array([0, 1, 3])
+    report = compare_gradients(_book_softmax_with_loss, reference.softmax_with_loss, (x, t))
+    assert not report.ok  # the random cotangent exposes it
+
+
+def test_compare_gradients_float32_uses_its_own_tolerance():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)), jnp.float32)
+    report = compare_gradients(funcbp.sigmoid, reference.sigmoid, (x,))
+    assert report.ok and report.dtype == "float32"
+    assert report.manual_vs_numerical.max_abs > 1e-9  # float32 rounding is visible
+
+
+def test_compare_gradients_refuses_no_floating_argument():
+    with pytest.raises(ValueError, match="at least one floating-point argument"):
+        compare_gradients(jnp.sum, jnp.sum, (jnp.arange(3),))
+
+
+def test_error_stats_definitions():
+    s = ErrorStats.between(jnp.array([1.0, 2.0]), jnp.array([1.0, 2.5]), rtol=0.1, atol=0.0)
+    assert s.max_abs == 0.5 and s.mean_abs == 0.25 and s.max_rel == pytest.approx(0.2)
+    assert not s.ok
+    assert not ErrorStats.between(jnp.array([np.nan]), jnp.array([np.nan]), 1, 1).ok
