@@ -25,6 +25,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        tmp.chmod(0o644)  # mkstemp makes it 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,396 @@
+"""Tests for funcbp.data. Nothing here touches the internet: downloads hit a local server."""
+
+import functools
+import gzip
+import hashlib
+import http.server
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from funcbp import data
+from funcbp.data import (
+    DataError,
+    build_mnist_5k,
+    download_mnist,
+    load_mnist,
+    mnist_dir,
+    read_idx,
+)
+
+RNG = np.random.default_rng(0)
+IMAGES = RNG.integers(0, 256, size=(7, 28, 28), dtype=np.uint8)
+LABELS = np.array([0, 1, 2, 9, 4, 5, 9], dtype=np.uint8)
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    magic = 2051 if array.ndim == 3 else 2049
+    return struct.pack(f">{1 + array.ndim}I", magic, *array.shape) + array.tobytes()
+
+
+def write_mnist_folder(folder: Path, n_train: int = 7, n_test: int = 3) -> dict[str, bytes]:
+    """Write the four MNIST files (small, gzipped) and return their bytes by name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = [IMAGES[:n_train], LABELS[:n_train], IMAGES[:n_test], LABELS[:n_test]]
+    files = {}
+    for name, array in zip(data.MNIST_MD5, arrays, strict=True):
+        files[name] = gzip.compress(idx_bytes(array), mtime=0)
+        (folder / name).write_bytes(files[name])
+    return files
+
+
+# IDX reader
+
+
+@pytest.mark.parametrize("gz", [True, False])
+@pytest.mark.parametrize("array", [IMAGES, LABELS], ids=["images", "labels"])
+def test_read_idx_round_trip(tmp_path, gz, array):
+    raw = idx_bytes(array)
+    path = tmp_path / ("f.idx.gz" if gz else "f.idx")
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    out = read_idx(path)
+    assert out.dtype == np.uint8
+    assert out.shape == array.shape
+    np.testing.assert_array_equal(out, array)
+    out[0] = 1  # a writable copy, not a view of the file's bytes
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (struct.pack(">II", 2050, 3) + bytes(3), "expected magic 2051 .* found 2050"),
+        (idx_bytes(LABELS)[:-1], "expects 7 data bytes, found 6"),
+        (idx_bytes(IMAGES) + b"\0", rf"expects {7 * 28 * 28} data bytes, found {7 * 28 * 28 + 1}"),
+        (idx_bytes(LABELS)[:6], "8-byte IDX header at least, found 6"),
+        (idx_bytes(IMAGES)[:12], "16-byte image header, found 12"),
+    ],
+    ids=["wrong-magic", "truncated-data", "extra-data", "truncated-header", "truncated-img-header"],
+)
+def test_read_idx_rejects_bad_files(tmp_path, raw, match):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(raw)
+    with pytest.raises(DataError, match=match) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [idx_bytes(LABELS), gzip.compress(idx_bytes(IMAGES))[:-40], b"\x1f\x8b\x08garbage"],
+    ids=["not-gzip", "truncated-gzip", "corrupt-gzip"],
+)
+def test_read_idx_rejects_bad_gzip(tmp_path, content):
+    path = tmp_path / "bad.gz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match="expected a gzip file") as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+# Bundled MNIST-5k
+
+
+def test_mnist_5k_shapes_dtypes_and_range():
+    (x, t), (x_test, t_test) = load_mnist()
+    assert x.shape == (4000, 784) and x_test.shape == (1000, 784)
+    assert t.shape == (4000,) and t_test.shape == (1000,)
+    assert x.dtype == np.float32 and t.dtype == np.int32
+    assert x.min() == 0.0 and x.max() == 1.0
+    (x_raw, _), _ = load_mnist(normalize=False)
+    assert x_raw.dtype == np.uint8 and x_raw.max() == 255
+    np.testing.assert_allclose(x, x_raw / 255, rtol=1e-6)
+
+
+def test_mnist_5k_is_stratified_and_shuffled():
+    (_, t), (_, t_test) = load_mnist()
+    np.testing.assert_array_equal(np.bincount(t, minlength=10), np.full(10, 400))
+    np.testing.assert_array_equal(np.bincount(t_test, minlength=10), np.full(10, 100))
+    assert len(np.unique(t[:100])) == 10  # classes are mixed, not in blocks
+
+
+def test_mnist_5k_flatten_false_and_one_hot():
+    (x, t), (x_test, t_test) = load_mnist(flatten=False, one_hot_label=True)
+    (x_flat, labels), _ = load_mnist()
+    assert x.shape == (4000, 1, 28, 28) and x_test.shape == (1000, 1, 28, 28)
+    np.testing.assert_array_equal(x.reshape(4000, 784), x_flat)
+    assert t.shape == (4000, 10) and t.dtype == np.float32 and t_test.shape == (1000, 10)
+    np.testing.assert_array_equal(t.sum(axis=1), np.ones(4000))
+    np.testing.assert_array_equal(t.argmax(axis=1), labels)
+
+
+def test_mnist_5k_bundled_file_matches_constant():
+    digest = hashlib.sha256(data.MNIST_5K_PATH.read_bytes()).hexdigest()
+    assert digest == data.MNIST_5K_SHA256
+
+
+def test_mnist_5k_checksum_is_enforced(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "MNIST_5K_SHA256", "0" * 64)
+    with pytest.raises(DataError, match=r"expected sha256 0{64}, found"):
+        load_mnist("mnist-5k")
+    monkeypatch.undo()
+    tampered = tmp_path / "mnist_5k.npz"
+    raw = bytearray(data.MNIST_5K_PATH.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    tampered.write_bytes(bytes(raw))
+    monkeypatch.setattr(data, "MNIST_5K_PATH", tampered)
+    with pytest.raises(DataError, match=str(tampered)):
+        load_mnist("mnist-5k")
+
+
+def test_build_mnist_5k_stratified_and_deterministic(tmp_path):
+    # 10 rows per class; each row's first pixel is its CSV row number, so rows are traceable.
+    labels = np.repeat(np.arange(10), 10)
+    pixels = RNG.integers(0, 256, size=(100, 784))
+    pixels[:, 0] = np.arange(100)
+    csv = tmp_path / "tiny.csv.gz"
+    with gzip.open(csv, "wt") as f:
+        np.savetxt(f, np.c_[pixels, labels], fmt="%d", delimiter=",")
+
+    first = build_mnist_5k(csv, tmp_path / "a.npz")
+    second = build_mnist_5k(csv, tmp_path / "b.npz")
+    assert first.read_bytes() == second.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npz", "b.npz", "tiny.csv.gz"]
+    with np.load(first) as z:
+        x, t, x_test, t_test = z["x_train"], z["t_train"], z["x_test"], z["t_test"]
+    assert x.shape == (80, 784) and x_test.shape == (20, 784) and x.dtype == np.uint8
+    np.testing.assert_array_equal(np.bincount(t), np.full(10, 8))
+    np.testing.assert_array_equal(np.bincount(t_test), np.full(10, 2))
+    rows = np.concatenate([x[:, 0], x_test[:, 0]]).astype(int)
+    assert sorted(rows) == list(range(100))  # every row used once
+    np.testing.assert_array_equal(x, pixels[x[:, 0]])
+    np.testing.assert_array_equal(t, labels[x[:, 0]])
+    assert not np.all(np.diff(t.astype(int)) >= 0)  # shuffled
+    other_seed = build_mnist_5k(csv, tmp_path / "c.npz", seed=1)
+    assert other_seed.read_bytes() != first.read_bytes()
+
+
+def test_build_mnist_5k_rejects_wrong_columns(tmp_path):
+    csv = tmp_path / "bad.csv.gz"
+    with gzip.open(csv, "wt") as f:
+        f.write("1,2,3\n4,5,6\n")
+    with pytest.raises(DataError, match="expected rows of 784 pixels"):
+        build_mnist_5k(csv, tmp_path / "out.npz")
+    assert not (tmp_path / "out.npz").exists()
+
+
+# Full MNIST from a folder
+
+
+def test_load_folder_source(tmp_path):
+    write_mnist_folder(tmp_path / "mnist")
+    (x, t), (x_test, t_test) = load_mnist(tmp_path / "mnist", normalize=False, download=False)
+    assert x.shape == (7, 784) and x.dtype == np.uint8 and x_test.shape == (3, 784)
+    np.testing.assert_array_equal(x, IMAGES.reshape(7, 784))
+    np.testing.assert_array_equal(t, LABELS)
+    np.testing.assert_array_equal(t_test, LABELS[:3])
+    (x4, t1), _ = load_mnist(str(tmp_path / "mnist"), flatten=False, one_hot_label=True)
+    assert x4.shape == (7, 1, 28, 28) and x4.dtype == np.float32
+    np.testing.assert_array_equal(t1.argmax(axis=1), LABELS)
+
+
+def test_load_folder_accepts_gunzipped_files(tmp_path):
+    files = write_mnist_folder(tmp_path)
+    for name, content in files.items():
+        (tmp_path / name).unlink()
+        (tmp_path / name.removesuffix(".gz")).write_bytes(gzip.decompress(content))
+    (_, t), _ = load_mnist(tmp_path, download=False)
+    np.testing.assert_array_equal(t, LABELS)
+
+
+def test_load_folder_missing_files_names_folder(tmp_path):
+    write_mnist_folder(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DataError, match=r"missing t10k-labels-idx1-ubyte\.gz") as info:
+        load_mnist(tmp_path, download=False)
+    assert str(tmp_path) in str(info.value) and "FUNCBP_DATA_DIR" in str(info.value)
+
+
+def test_load_folder_mismatched_counts(tmp_path):
+    write_mnist_folder(tmp_path)
+    (tmp_path / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(LABELS[:5])))
+    with pytest.raises(DataError, match=r"\(7, 28, 28\) images but .* \(5,\) labels"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_mnist_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("FUNCBP_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert mnist_dir() == tmp_path / "home" / ".cache" / "funcbp" / "mnist"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert mnist_dir() == tmp_path / "xdg" / "funcbp" / "mnist"
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path / "env"))
+    assert mnist_dir() == tmp_path / "env"
+    assert mnist_dir(tmp_path / "explicit") == tmp_path / "explicit"
+
+
+def test_mnist_source_reads_funcbp_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path))
+    write_mnist_folder(tmp_path, n_train=5)
+    (x, t), _ = load_mnist("mnist", download=False)
+    assert x.shape == (5, 784)
+    np.testing.assert_array_equal(t, LABELS[:5])
+
+
+def test_mnist_source_offline_message_names_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="--data DIR") as info:
+        load_mnist("mnist", download=False)
+    assert str(tmp_path / "nowhere") in str(info.value)
+
+
+# Argument checking
+
+
+@pytest.mark.parametrize("source", ["mnist5k", "fashion"])
+def test_unknown_source_lists_choices(source):
+    with pytest.raises(DataError, match=f"unknown source='{source}'.*'mnist-5k', 'mnist'"):
+        load_mnist(source)
+
+
+def test_missing_source_folder(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_mnist(tmp_path / "absent")
+    with pytest.raises(DataError, match="does not exist"):
+        load_mnist(str(tmp_path / "absent"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataError, match="is not a folder"):
+        load_mnist(tmp_path / "file")
+
+
+@pytest.mark.parametrize("name", ["normalize", "flatten", "one_hot_label", "download"])
+def test_flags_must_be_bool(name):
+    with pytest.raises(TypeError, match=f"{name} must be a bool, got int"):
+        load_mnist(**{name: 1})
+
+
+def test_source_type_checked():
+    with pytest.raises(TypeError, match="source must be a str or path, got int"):
+        load_mnist(5)
+
+
+# Download, against a local server
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Serve tmp_path/www: good/ has the right files, bad/ corrupted ones, empty/ none."""
+    www = tmp_path / "www"
+    files = write_mnist_folder(www / "good")
+    (www / "bad").mkdir()
+    for name, content in files.items():
+        (www / "bad" / name).write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    (www / "empty").mkdir()
+    handler = functools.partial(QuietHandler, directory=str(www))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/"
+        md5s = {name: hashlib.md5(c).hexdigest() for name, c in files.items()}
+        yield url, md5s, files
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def closed_port_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+def test_download_success(tmp_path, server, capsys):
+    url, md5s, files = server
+    dest = tmp_path / "dest"
+    assert download_mnist(dest, mirrors=[url + "good/"], md5s=md5s) == dest
+    assert sorted(p.name for p in dest.iterdir()) == sorted(files)
+    for name, content in files.items():
+        assert (dest / name).read_bytes() == content
+    assert "train-images-idx3-ubyte.gz" in capsys.readouterr().err  # the tqdm bar
+    (_, t), _ = load_mnist(dest, download=False)
+    np.testing.assert_array_equal(t, LABELS)
+
+
+def test_download_falls_back_past_bad_checksum_404_and_closed_port(
+    tmp_path, server, closed_port_url
+):
+    url, md5s, files = server
+    mirrors = [closed_port_url, url + "empty/", url + "bad/", url + "good/"]
+    dest = tmp_path / "dest"
+    download_mnist(dest, mirrors=mirrors, md5s=md5s, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == sorted(files)
+    for name, content in files.items():
+        assert (dest / name).read_bytes() == content
+
+
+def test_download_stops_trying_an_unreachable_mirror(
+    tmp_path, server, closed_port_url, monkeypatch
+):
+    url, md5s, _ = server
+    tried = []
+
+    def recording_fetch(url, *args):
+        tried.append(url)
+        return fetch(url, *args)
+
+    fetch = data._fetch
+    monkeypatch.setattr(data, "_fetch", recording_fetch)
+    download_mnist(
+        tmp_path / "dest", mirrors=[closed_port_url, url + "good/"], md5s=md5s, progress=False
+    )
+    assert sum(u.startswith(closed_port_url) for u in tried) == 1  # not once per file
+    assert sum(u.startswith(url + "good/") for u in tried) == 4
+
+
+def test_download_bad_checksum_leaves_nothing(tmp_path, server):
+    url, md5s, _ = server
+    with pytest.raises(DataError, match=r"last error: .*expected MD5") as info:
+        download_mnist(tmp_path / "dest", mirrors=[url + "bad/"], md5s=md5s, progress=False)
+    assert list((tmp_path / "dest").iterdir()) == []
+    assert str(tmp_path / "dest") in str(info.value)
+
+
+def test_download_offline_names_files_and_folder(tmp_path, closed_port_url, monkeypatch):
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError) as info:
+        download_mnist(mirrors=[closed_port_url], progress=False, timeout=2)
+    message = str(info.value)
+    assert "\n" not in message
+    assert all(name in message for name in data.MNIST_MD5)
+    assert f"put the files in {tmp_path}," in message and "FUNCBP_DATA_DIR" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_skips_present_files(tmp_path, server):
+    url, md5s, files = server
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    mine = gzip.compress(idx_bytes(IMAGES[:2]))  # differs from the server's copy
+    (dest / "train-images-idx3-ubyte.gz").write_bytes(mine)
+    download_mnist(dest, mirrors=[url + "good/"], md5s=md5s, progress=False)
+    assert (dest / "train-images-idx3-ubyte.gz").read_bytes() == mine
+    name = "t10k-labels-idx1-ubyte.gz"
+    assert (dest / name).read_bytes() == files[name]
+
+
+def test_load_mnist_downloads_missing_files(tmp_path, server, monkeypatch):
+    url, md5s, _ = server
+    local = functools.partial(download_mnist, mirrors=[url + "good/"], md5s=md5s, progress=False)
+    monkeypatch.setattr(data, "download_mnist", local)
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path / "cache"))
+    (x, t), (x_test, _) = load_mnist("mnist")
+    assert x.shape == (7, 784) and x_test.shape == (3, 784)
+    np.testing.assert_array_equal(t, LABELS)
