@@ -21,19 +21,23 @@ from funcbp.layers import (
     softmax,
     softmax_with_loss,
 )
+from funcbp.net import Network, network, two_layer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Network",
     "add",
     "affine",
     "compare_gradients",
     "cross_entropy_error",
     "mul",
+    "network",
     "numerical_gradient",
     "reference",
     "relu",
     "sigmoid",
     "softmax",
     "softmax_with_loss",
+    "two_layer",
 ]

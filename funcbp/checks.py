@@ -18,8 +18,9 @@ from jax.typing import DTypeLike
 
 from funcbp import layers, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
+from funcbp.net import two_layer
 
-__all__ = ["CHECKS", "LAYER_CHECKS", "Check", "run_checks"]
+__all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,19 @@ LAYER_CHECKS: tuple[Check, ...] = (
     ),
 )
 
-CHECKS: tuple[Check, ...] = LAYER_CHECKS
+
+def _two_layer_args(rng, dtype):
+    # Small sizes keep the finite differences quick; he init keeps ReLU inputs off the kink.
+    params = two_layer.init(jax.random.key(0), 12, 8, 5, weight_init_std="he", dtype=dtype)
+    params = {k: jnp.asarray(rng.standard_normal(v.shape) * 0.5, dtype) for k, v in params.items()}
+    return params, _normal(rng, (3, 12), dtype), _labels(rng, 3, 5)
+
+
+NETWORK_CHECKS: tuple[Check, ...] = (
+    Check("two_layer", two_layer.loss, two_layer.reference_loss, _two_layer_args),
+)
+
+CHECKS: tuple[Check, ...] = LAYER_CHECKS + NETWORK_CHECKS
 
 
 def run_checks(

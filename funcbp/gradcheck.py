@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
+from jax.flatten_util import ravel_pytree
 
 __all__ = [
     "TOLERANCES",
@@ -48,30 +49,20 @@ def numerical_gradient(f: Callable[[Any], Array], x: Any, h: float = 1e-4) -> An
     Returns:
         The gradient, with x's structure, shapes and dtypes.
     """
-    leaves, treedef = jax.tree_util.tree_flatten(x)
-    leaves = [jnp.asarray(leaf) for leaf in leaves]
+    leaves = jax.tree_util.tree_leaves(x)
     for leaf in leaves:
-        if not jnp.issubdtype(leaf.dtype, jnp.floating):
-            raise TypeError(f"x must hold floating-point arrays, got dtype {leaf.dtype}")
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise TypeError(f"x must hold floating-point arrays, got dtype {jnp.result_type(leaf)}")
+    # One flat vector, so a whole params dict is one vmapped loop, compiled once.
+    flat, unravel = ravel_pytree(x)
+    step = jnp.asarray(h, flat.dtype)
 
-    def leaf_gradient(k: int) -> Array:
-        leaf = leaves[k]
-        step = jnp.asarray(h, leaf.dtype)
+    def partial(i):
+        e = jnp.zeros_like(flat).at[i].set(step)
+        return (f(unravel(flat + e)) - f(unravel(flat - e))) / (2 * step)
 
-        def at(flat_leaf):
-            new = list(leaves)
-            new[k] = flat_leaf.reshape(leaf.shape)
-            return f(jax.tree_util.tree_unflatten(treedef, new))
-
-        def partial(i):
-            e = jnp.zeros(leaf.size, leaf.dtype).at[i].set(step)
-            flat = leaf.ravel()
-            return (at(flat + e) - at(flat - e)) / (2 * step)
-
-        grads = jax.lax.map(partial, jnp.arange(leaf.size), batch_size=min(leaf.size, 256))
-        return grads.reshape(leaf.shape).astype(leaf.dtype)
-
-    return jax.tree_util.tree_unflatten(treedef, [leaf_gradient(k) for k in range(len(leaves))])
+    grads = jax.lax.map(partial, jnp.arange(flat.size), batch_size=min(flat.size, 256))
+    return unravel(grads.astype(flat.dtype))
 
 
 @dataclass(frozen=True)
