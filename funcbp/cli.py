@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,26 +88,214 @@ def _format_gradcheck(results, dtype: str) -> str:
     return "\n".join(lines)
 
 
+# --- train / evaluate ---------------------------------------------------------
+
+
+def _hidden_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(h) for h in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected widths like 50 or 100,100, got {text!r}"
+        ) from None
+    if any(h <= 0 for h in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _add_train(sub) -> None:
+    from funcbp.net import ACTIVATIONS
+    from funcbp.train import GRADS, OPTIMIZERS
+
+    p = sub.add_parser(
+        "train",
+        help="train the book's network (784-50-10, SGD lr 0.1, batch 100, 10,000 iters)",
+        description="Train on MNIST in a jitted lax.scan loop and write a run folder "
+        "(metrics.json, curve.png, params.npz, checkpoint).",
+    )
+    p.add_argument(
+        "--data",
+        default="mnist-5k",
+        help="mnist-5k (bundled, default), mnist (IDX files in $FUNCBP_DATA_DIR or the "
+        "cache, downloaded if missing) or a folder holding the four IDX files",
+    )
+    p.add_argument("--iters", type=int, default=10_000)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's book default)")
+    p.add_argument("--hidden", type=_hidden_sizes, default=(50,), help="e.g. 50 or 100,100")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
+    p.add_argument("--grad", choices=GRADS, default="manual")
+    p.add_argument("--weight-init-std", default="0.01", help="a number, he or xavier")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--eval-every", type=int, help="iterations between evaluations (default: an epoch)"
+    )
+    p.add_argument("--out", help="run folder (default: runs/<timestamp>)")
+    p.add_argument("--resume", metavar="DIR", help="continue a checkpointed run in DIR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args) -> int:
+    import time
+    from pathlib import Path
+
+    from funcbp.train import Interrupted, TrainConfig, load_checkpoint_config, train
+
+    if args.resume:
+        out = Path(args.resume)
+        config = load_checkpoint_config(out)
+        if "--iters" in (args.argv or []):
+            config = TrainConfig.from_dict({**config.to_dict(), "iters": args.iters})
+    else:
+        std = args.weight_init_std
+        if std not in ("he", "xavier"):
+            std = _positive_float("weight-init-std", std)
+        config = TrainConfig(
+            data=args.data,
+            iters=args.iters,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            hidden=args.hidden,
+            activation=args.activation,
+            optimizer=args.optimizer,
+            grad=args.grad,
+            weight_init_std=std
+            if std in ("he", "xavier")
+            else _positive_float("weight-init-std", std),
+            seed=args.seed,
+            eval_every=args.eval_every,
+        )
+        out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    log = (lambda line: None) if args.quiet else print
+    try:
+        metrics = train(config, out, resume=bool(args.resume), progress=not args.quiet, log=log)
+    except Interrupted as e:
+        print(f"funcbp train: {e}", file=sys.stderr)
+        return 130
+    final, timing = metrics["final"], metrics["timing"]
+    print(
+        f"final: train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f}, "
+        f"loss {final['loss']:.4f}; {timing['iters_per_s']:.0f} it/s "
+        f"(compile {timing['compile_s']:.1f} s); wrote {out}"
+    )
+    return 0
+
+
+def _positive_float(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--{name} must be a number, he or xavier, got {text!r}") from None
+    if not value > 0:
+        raise UsageError(f"--{name} must be > 0, got {text}")
+    return value
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="report a saved run's train and test accuracy")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--data", help="evaluate on other data (default: the run's)")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH, or -")
+    p.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from funcbp.train import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.data)
+    if args.json:
+        _write_json(result, args.json)
+    if args.json != "-":
+        train_acc, test_acc = result["train_acc"], result["test_acc"]
+        print(f"{args.run_dir}: train acc {train_acc:.4f}, test acc {test_acc:.4f}")
+    return 0
+
+
+# --- graph ------------------------------------------------------------------
+
+
+def _add_graph(sub) -> None:
+    p = sub.add_parser(
+        "graph",
+        help="draw one of the book's computational graphs with its values and gradients",
+    )
+    p.add_argument("example", metavar="EXAMPLE", help="apple, apple-orange or two-layer")
+    p.add_argument(
+        "--out",
+        metavar="FILE",
+        help="FILE.svg, .png, .dot or .gv (default: EXAMPLE.svg); .svg and .png need "
+        "Graphviz's dot or graphviz-pure, without which the .dot is written instead",
+    )
+    p.set_defaults(run=_run_graph)
+
+
+def _run_graph(args) -> int:
+    from pathlib import Path
+
+    import jax
+
+    # float64, so the picture shows the book's 220 and 2.2.
+    jax.config.update("jax_enable_x64", True)
+    from funcbp.graph import EXAMPLES, FORMATS, trace
+
+    if args.example not in EXAMPLES:
+        raise UsageError(f"unknown example {args.example!r}; choose from {', '.join(EXAMPLES)}")
+    out = Path(args.out or f"{args.example}.svg")
+    if out.suffix.lower() not in FORMATS:
+        raise UsageError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
+    try:
+        f, fargs, argnames = EXAMPLES[args.example]()
+    except ImportError as e:
+        print(f"funcbp graph: {args.example} needs a missing module: {e}", file=sys.stderr)
+        return 1
+    try:
+        # Without Graphviz this writes the .dot and says on stderr how to render it.
+        written = trace(f, *fargs, argnames=argnames).render(out)
+    except RuntimeError as e:
+        print(f"funcbp graph: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {written}")
+    return 0
+
+
 # --- entry point ------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, not a usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="funcbp",
         description="Backpropagation from Deep Learning from Scratch, ch. 5, in JAX.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_gradcheck(sub)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_graph(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``funcbp`` command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    args.argv = argv
     try:
         return args.run(args)
-    except UsageError as e:
-        print(f"funcbp {args.command}: error: {e}", file=sys.stderr)
+    except (UsageError, ValueError, OSError) as e:
+        # DataError is a ValueError; bad values from the layers and config are too.
+        if os.environ.get("FUNCBP_DEBUG"):
+            raise
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"funcbp {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"funcbp {args.command}: interrupted", file=sys.stderr)
