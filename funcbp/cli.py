@@ -133,6 +133,32 @@ def _add_train(sub) -> None:
     )
     p.add_argument("--out", help="run folder (default: runs/<timestamp>)")
     p.add_argument("--resume", metavar="DIR", help="continue a checkpointed run in DIR")
+    p.add_argument(
+        "--devices",
+        type=int,
+        help="data-parallel over N devices (default: every device, as many as divide the batch)",
+    )
+    p.add_argument(
+        "--mesh-axes",
+        choices=["explicit", "auto"],
+        default="explicit",
+        help="the device mesh's axis type (default explicit)",
+    )
+    p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process: process 0's address")
+    p.add_argument("--num-processes", type=int, metavar="N", help="multi-process: how many")
+    p.add_argument("--process-id", type=int, metavar="I", help="multi-process: this one, 0..N-1")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train K models in one program, seeds seed..seed+K-1 (default 1)",
+    )
+    p.add_argument(
+        "--shared-batches",
+        action="store_true",
+        help="with --seeds: all K models see the same minibatches",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.set_defaults(run=_run_train)
 
@@ -141,8 +167,11 @@ def _run_train(args) -> int:
     import time
     from pathlib import Path
 
+    from funcbp.distributed import initialize
     from funcbp.train import Interrupted, TrainConfig, load_checkpoint_config, train
 
+    # Before anything touches a device; the JAX_* environment variables work too.
+    initialize(args.coordinator, args.num_processes, args.process_id)
     if args.resume:
         out = Path(args.resume)
         config = load_checkpoint_config(out)
@@ -166,9 +195,34 @@ def _run_train(args) -> int:
             else _positive_float("weight-init-std", std),
             seed=args.seed,
             eval_every=args.eval_every,
+            devices=args.devices,
+            mesh_axes=args.mesh_axes,
         )
         out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     log = (lambda line: None) if args.quiet else print
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.shared_batches and args.seeds == 1:
+        raise UsageError("--shared-batches needs --seeds K with K > 1")
+    if args.seeds > 1:
+        if args.resume:
+            raise UsageError("--resume is for single-model runs; --seeds runs are not resumable")
+        from funcbp.ensemble import train_ensemble
+
+        metrics = train_ensemble(
+            config,
+            args.seeds,
+            shared_batches=args.shared_batches,
+            out=out,
+            progress=not args.quiet,
+            log=log,
+        )
+        summary = metrics["summary"]
+        print(
+            f"{args.seeds} models: test acc {summary['test_acc']['mean']:.4f} "
+            f"± {summary['test_acc']['std']:.4f}; wrote {out}"
+        )
+        return 0
     try:
         metrics = train(config, out, resume=bool(args.resume), progress=not args.quiet, log=log)
     except Interrupted as e:

@@ -236,7 +236,9 @@ def _affine_bwd(res, dout):
     x, W = res
     x2d = x.reshape(x.shape[0], -1)
     dx = (dout @ W.T).reshape(x.shape)
-    dW = x2d.T @ dout
+    # With a batch-sharded x on an Explicit mesh, x.T @ dout contracts the
+    # sharded axis; the result is laid out like W (replicated, for data parallelism).
+    dW = jnp.matmul(x2d.T, dout, out_sharding=jax.typeof(W).sharding)
     db = jnp.sum(dout, axis=0)
     return dx, dW, db
 

@@ -9,6 +9,7 @@ ends exactly where an uninterrupted one does.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,6 +28,13 @@ import optax
 from tqdm import tqdm
 
 from funcbp.data import load_mnist
+from funcbp.distributed import (
+    MESH_AXES,
+    data_parallel_mesh,
+    feed_batches,
+    local_copy,
+    replicate,
+)
 from funcbp.io import atomic_write, atomic_write_text
 from funcbp.net import Network, network
 
@@ -35,9 +43,14 @@ __all__ = [
     "OPTIMIZERS",
     "TrainConfig",
     "evaluate_run",
+    "fit",
     "load_checkpoint_config",
+    "make_chunk",
     "make_optimizer",
+    "make_step",
+    "minibatch_indices",
     "train",
+    "write_run",
 ]
 
 # The book's defaults (ch. 6), except sgd, whose 0.1 is train_neuralnet.py's.
@@ -78,6 +91,8 @@ class TrainConfig:
     weight_init_std: float | str = 0.01
     seed: int = 0
     eval_every: int | None = None  # None: once per epoch, max(train_size / batch_size, 1)
+    devices: int | None = None  # None: every device (as many as divide batch_size)
+    mesh_axes: str = "explicit"  # the mesh's axis type: explicit or auto
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -87,6 +102,12 @@ class TrainConfig:
             raise ValueError(f"batch_size must be > 0, got {self.batch_size}")
         if self.eval_every is not None and self.eval_every <= 0:
             raise ValueError(f"eval_every must be > 0, got {self.eval_every}")
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
+        if self.mesh_axes not in MESH_AXES:
+            raise ValueError(
+                f"mesh_axes must be one of {', '.join(MESH_AXES)}, got {self.mesh_axes!r}"
+            )
         if self.grad not in GRADS:
             raise ValueError(f"grad must be one of {', '.join(GRADS)}, got {self.grad!r}")
         make_optimizer(self.optimizer, self.lr)
@@ -124,39 +145,67 @@ def _loss_and_grad(net: Network, method: str):
     return backprop
 
 
-def make_step(net: Network, opt: optax.GradientTransformation, batch_size: int, grad: str):
-    """One SGD-style step on a minibatch drawn with replacement: ``(state, i) -> state, loss``.
+def minibatch_indices(key: jax.Array, i, batch_size: int, n: int) -> jax.Array:
+    """Step ``i``'s minibatch: ``batch_size`` row indices in [0, n), with replacement."""
+    return jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n)
 
-    ``state`` is ``(params, opt_state)``; ``x`` and ``t`` are the training
-    set, closed over by the caller as traced arguments, not constants.
+
+def make_step(net: Network, opt: optax.GradientTransformation, grad: str):
+    """``step(state, xb, tb) -> (state, loss)`` on one minibatch.
+
+    ``state`` is ``(params, opt_state)``; ``grad`` picks the gradient method.
     """
     loss_and_grad = _loss_and_grad(net, grad)
 
-    def step(state, i, key, x, t):
+    def step(state, xb, tb):
         params, opt_state = state
-        idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, x.shape[0])
-        loss, grads = loss_and_grad(params, x[idx], t[idx])
+        loss, grads = loss_and_grad(params, xb, tb)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
     return step
 
 
-def make_chunk(net: Network, opt: optax.GradientTransformation, batch_size: int, grad: str):
-    """``chunk(state, start, key, x, t, length) -> state, losses``: steps start..start+length-1.
+def make_chunk(
+    net: Network, opt: optax.GradientTransformation, batch_size: int, grad: str, *, jit=True
+):
+    """``chunk(state, start, key, x, t, length) -> (state, losses)``: steps start..start+length-1.
 
-    Jitted, with ``length`` static: every full chunk reuses one compiled
-    program; only a shorter last chunk compiles again.
+    x and t are the whole training set, on the device; each step gathers its
+    minibatch there. Jitted with ``length`` static, so every full chunk reuses
+    one compiled program (``jit=False`` gives the plain function, to vmap).
     """
-    step = make_step(net, opt, batch_size, grad)
+    step = make_step(net, opt, grad)
 
     def chunk(state, start, key, x, t, length):
         def body(state, i):
-            return step(state, i, key, x, t)
+            idx = minibatch_indices(key, i, batch_size, x.shape[0])
+            return step(state, x[idx], t[idx])
 
         return jax.lax.scan(body, state, start + jnp.arange(length))
 
-    return jax.jit(chunk, static_argnames="length")
+    return jax.jit(chunk, static_argnames="length") if jit else chunk
+
+
+def make_sharded_chunk(net: Network, opt: optax.GradientTransformation, grad: str):
+    """``chunk(state, xb, tb) -> (state, losses)`` over L minibatches fed from the host.
+
+    ``xb`` (L, B, ...) and ``tb`` (L, B) are sharded over the mesh axis
+    ``batch`` and ``state`` is replicated, so each step is data parallel.
+    """
+    step = make_step(net, opt, grad)
+
+    def chunk(state, xb, tb):
+        return jax.lax.scan(lambda state, batch: step(state, *batch), state, (xb, tb))
+
+    return jax.jit(chunk)
+
+
+def _default_devices(batch_size: int) -> int:
+    # The most devices that split the batch evenly: 4 of 8 for the book's batch of 100.
+    if jax.process_count() > 1:
+        return jax.device_count()
+    return max(n for n in range(1, jax.device_count() + 1) if batch_size % n == 0)
 
 
 def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
@@ -252,18 +301,34 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Trains ``config.network`` and writes a run folder.
+    """Trains ``config.network`` and writes a run folder (from process 0 only).
+
+    Args and errors as :func:`fit`; returns the metrics dict that
+    ``metrics.json`` holds.
+    """
+    params, metrics = fit(config, out, resume=resume, progress=progress, log=log)
+    if out is not None and jax.process_index() == 0:
+        write_run(Path(out), metrics, params)
+    return metrics
+
+
+def fit(
+    config: TrainConfig,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Trains ``config.network``; returns this process's copy of the params and the metrics.
 
     Args:
         config: the run's settings.
-        out: the run folder; ``metrics.json``, ``curve.png``, ``params.npz``
-            (and ``checkpoint.*``) are written there atomically. None writes nothing.
+        out: the run folder, for the checkpoint (``checkpoint.*``, written
+            atomically at the end and on Ctrl-C). None writes nothing.
         resume: continue from ``out``'s checkpoint up to ``config.iters``.
         progress: show a tqdm bar.
         log: where the per-epoch lines go.
-
-    Returns:
-        The metrics dict that ``metrics.json`` holds.
 
     Raises:
         Interrupted: on Ctrl-C, after the checkpoint is saved.
@@ -276,8 +341,6 @@ def train(
             f"got {config.batch_size}"
         )
     net, opt = config.network, make_optimizer(config.optimizer, config.lr)
-    x_train, t_train = jnp.asarray(x_train), jnp.asarray(t_train)
-    x_test, t_test = jnp.asarray(x_test), jnp.asarray(t_test)
     init_key, data_key = jax.random.split(jax.random.key(config.seed))
     params = net.init(init_key, x_train.shape[1], config.hidden, 10, config.weight_init_std)
     state = (params, opt.init(params))
@@ -285,6 +348,7 @@ def train(
     iter_per_epoch = max(train_size / config.batch_size, 1)
     eval_every = config.eval_every or max(round(iter_per_epoch), 1)
     out = Path(out) if out is not None else None
+    writes = out is not None and jax.process_index() == 0  # one writer per run folder
     history: list[dict[str, float]] = []
     timing = {"compile_s": 0.0, "train_s": 0.0}
     start = 0
@@ -292,29 +356,66 @@ def train(
         state, meta = _load_checkpoint(out, state)
         start, history, timing = meta["iteration"], meta["history"], meta["timing"]
 
-    chunk = make_chunk(net, opt, config.batch_size, config.grad)
-    accuracy = jax.jit(net.accuracy)
+    devices = config.devices or _default_devices(config.batch_size)
+    mesh = data_parallel_mesh(devices, config.mesh_axes)
+    if mesh is None:
+        # One device: the training set lives on it and each step gathers its minibatch there.
+        x_dev, t_dev = jnp.asarray(x_train), jnp.asarray(t_train)
+        chunk = make_chunk(net, opt, config.batch_size, config.grad)
 
-    t0 = time.perf_counter()
-    chunk.lower(state, 0, data_key, x_train, t_train, min(eval_every, config.iters)).compile()
-    timing["compile_s"] += time.perf_counter() - t0
+        def chunk_args(state, start, length):
+            return (state, start, data_key, x_dev, t_dev), {"length": length}
+
+    else:
+        # Many devices: the same global minibatches, each process feeding its rows.
+        if config.batch_size % devices:
+            raise ValueError(
+                f"batch_size must be divisible by the {devices} devices, got {config.batch_size}"
+            )
+        state = replicate(state, mesh)
+        chunk = make_sharded_chunk(net, opt, config.grad)
+        indices = jax.jit(
+            jax.vmap(minibatch_indices, in_axes=(None, 0, None, None)), static_argnums=(2, 3)
+        )
+
+        def chunk_args(state, start, length):
+            steps = start + jnp.arange(length)
+            idx = np.asarray(indices(data_key, steps, config.batch_size, train_size))
+            return (state, *feed_batches(x_train, t_train, idx, mesh)), {}
+
+    compiled = {}  # chunk length -> executable: one for full chunks, one for a shorter last
+
+    def run_chunk(state, start, length):
+        args, static = chunk_args(state, start, length)
+        with jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext():
+            if length not in compiled:
+                t0 = time.perf_counter()
+                compiled[length] = chunk.lower(*args, **static).compile()
+                timing["compile_s"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            state, losses = compiled[length](*args)
+            losses.block_until_ready()
+            timing["train_s"] += time.perf_counter() - t0
+        return state, losses
+
+    accuracy = jax.jit(net.accuracy)
+    x_eval = {"train": (jnp.asarray(x_train), jnp.asarray(t_train)),
+              "test": (jnp.asarray(x_test), jnp.asarray(t_test))}  # fmt: skip
 
     bar = tqdm(total=config.iters, initial=start, disable=not progress, unit="it", leave=False)
     with _deferred_interrupt() as interrupted:
         i = start
         while i < config.iters:
             length = min(eval_every, config.iters - i)
-            t0 = time.perf_counter()
-            state, losses = chunk(state, i, data_key, x_train, t_train, length)
-            losses.block_until_ready()
-            timing["train_s"] += time.perf_counter() - t0
+            state, losses = run_chunk(state, i, length)
             i += length
+            params = local_copy(state[0]) if mesh is not None else state[0]
             row = {
                 "iter": i,
                 "epoch": i / iter_per_epoch,
-                "train_acc": float(accuracy(state[0], x_train, t_train)),
-                "test_acc": float(accuracy(state[0], x_test, t_test)),
-                "loss": float(jnp.mean(losses)),
+                "train_acc": float(accuracy(params, *x_eval["train"])),
+                "test_acc": float(accuracy(params, *x_eval["test"])),
+                "loss": float(np.mean(local_copy(losses))),
             }
             history.append(row)
             bar.update(length)
@@ -325,27 +426,36 @@ def train(
             )
             if interrupted[0] and i < config.iters:
                 bar.close()
-                if out is not None:
-                    _save_checkpoint(out, config, state, i, history, timing)
+                if writes:
+                    _save_checkpoint(out, config, _local_state(state, mesh), i, history, timing)
                 raise Interrupted(out, i)
     bar.close()
+    state = _local_state(state, mesh)
 
-    timing["iters_per_s"] = config.iters / timing["train_s"] if timing["train_s"] else math.inf
+    timing["iters_per_s"] = config.iters / timing["train_s"] if timing["train_s"] else math.nan
     final = history[-1]
     metrics = {
         "config": config.to_dict(),
         "history": history,
         "final": {k: final[k] for k in ("train_acc", "test_acc", "loss")},
         "timing": timing,
-        "devices": 1,
+        "devices": 1 if mesh is None else mesh.size,
         "processes": jax.process_count(),
     }
-    if out is not None:
-        _save_npz(out / "params.npz", state[0])
+    if writes:
         _save_checkpoint(out, config, state, config.iters, history, timing)
-        _plot_curve(out / "curve.png", history)
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    return metrics
+    return jax.tree.map(np.asarray, state[0]), metrics
+
+
+def _local_state(state, mesh):
+    return state if mesh is None else local_copy(state)
+
+
+def write_run(out: Path, metrics: dict[str, Any], params: dict[str, Any]) -> None:
+    """Writes ``params.npz``, ``curve.png`` (from ``metrics["history"]``) and ``metrics.json``."""
+    _save_npz(out / "params.npz", params)
+    _plot_curve(out / "curve.png", metrics["history"])
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 
 
 def load_checkpoint_config(run_dir: str | Path) -> TrainConfig:
