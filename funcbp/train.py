@@ -147,7 +147,8 @@ def _loss_and_grad(net: Network, method: str):
 
 def minibatch_indices(key: jax.Array, i, batch_size: int, n: int) -> jax.Array:
     """Step ``i``'s minibatch: ``batch_size`` row indices in [0, n), with replacement."""
-    return jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n)
+    # int32 explicitly: the draw must not change when jax_enable_x64 is on.
+    return jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n, dtype=jnp.int32)
 
 
 def make_step(net: Network, opt: optax.GradientTransformation, grad: str):
@@ -182,7 +183,7 @@ def make_chunk(
             idx = minibatch_indices(key, i, batch_size, x.shape[0])
             return step(state, x[idx], t[idx])
 
-        return jax.lax.scan(body, state, start + jnp.arange(length))
+        return jax.lax.scan(body, state, start + jnp.arange(length, dtype=jnp.int32))
 
     return jax.jit(chunk, static_argnames="length") if jit else chunk
 
@@ -379,7 +380,7 @@ def fit(
         )
 
         def chunk_args(state, start, length):
-            steps = start + jnp.arange(length)
+            steps = start + jnp.arange(length, dtype=jnp.int32)
             idx = np.asarray(indices(data_key, steps, config.batch_size, train_size))
             return (state, *feed_batches(x_train, t_train, idx, mesh)), {}
 
