@@ -50,6 +50,15 @@ def _same_dtype(**arrays: Array) -> None:
         raise TypeError(f"{', '.join(dtypes)} must share one dtype, got {got}")
 
 
+def _operands(x: ArrayLike, y: ArrayLike) -> tuple[Array, Array]:
+    """The two inputs of a mul or add node: floats of one shape and dtype, no broadcasting."""
+    x, y = _floating("x", x), _floating("y", y)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
+    _same_dtype(x=x, y=y)
+    return x, y
+
+
 def _labels(x: Array, t: ArrayLike) -> Array:
     """Checks ``t`` against scores or probabilities ``x`` of shape (..., C)."""
     t = jnp.asarray(t)
@@ -96,10 +105,7 @@ def mul(x: ArrayLike, y: ArrayLike) -> Array:
 
 
 def _mul_fwd(x, y):
-    x, y = _floating("x", x), _floating("y", y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-    _same_dtype(x=x, y=y)
+    x, y = _operands(x, y)
     out = x * y
     return out, (x, y)
 
@@ -125,10 +131,7 @@ def add(x: ArrayLike, y: ArrayLike) -> Array:
 
 
 def _add_fwd(x, y):
-    x, y = _floating("x", x), _floating("y", y)
-    if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-    _same_dtype(x=x, y=y)
+    x, y = _operands(x, y)
     out = x + y
     return out, None
 
