@@ -267,6 +267,68 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+# --- bench ------------------------------------------------------------------
+
+
+def _add_bench(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="time funcbp's training loop against the book's NumPy code, PyTorch and 8 models",
+        description="Train 784-50-10 with SGD on mnist-5k from one init and one minibatch "
+        "schedule: funcbp (manual rules and autodiff), the book's NumPy layer classes, PyTorch "
+        "eager (when installed) and 8 seeds in one program; report seconds per 10,000 steps "
+        "(median of interleaved rounds), speedups, GFLOP/s and the share of a matmul roofline "
+        "measured in the same run.",
+    )
+    p.add_argument("--steps", type=int, help="SGD steps per run (default 10000; 300 with --quick)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--quick", action="store_true", help="a short run, under a minute")
+    p.add_argument("--seed", type=int, default=0, help="init and minibatch seed (default 0)")
+    p.add_argument(
+        "--json", metavar="PATH", help="write the report as JSON to PATH, or - for stdout"
+    )
+    p.add_argument("--plot", metavar="PATH", help="bar chart PNG (default: bench.png in --out)")
+    p.add_argument("--out", metavar="DIR", help="folder for bench.png (default: the current one)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
+    p.add_argument(
+        "--seeds", type=int, default=8, metavar="K", help="models trained at once (default 8)"
+    )
+    p.set_defaults(run=_run_bench)
+
+
+def _run_bench(args) -> int:
+    from pathlib import Path
+
+    steps = (300 if args.quick else 10_000) if args.steps is None else args.steps
+    if steps <= 0:
+        raise UsageError(f"--steps must be > 0, got {steps}")
+    if args.rounds <= 0:
+        raise UsageError(f"--rounds must be > 0, got {args.rounds}")
+    if args.seeds <= 0:
+        raise UsageError(f"--seeds must be > 0, got {args.seeds}")
+    from funcbp.bench import format_table, plot_bench, run_bench
+
+    # With --json - stdout is the JSON alone; progress goes to stderr.
+    log = (lambda line: print(line, file=sys.stderr)) if args.json == "-" else print
+    report = run_bench(
+        steps,
+        args.rounds,
+        seed=args.seed,
+        quick_roofline=args.quick,
+        torch=not args.no_torch,
+        seeds=args.seeds,
+        log=log,
+    )
+    plot = Path(args.plot) if args.plot else Path(args.out or ".") / "bench.png"
+    report["plot"] = str(plot_bench(report, plot))
+    if args.json:
+        _write_json(report, args.json)
+    if args.json != "-":
+        print(format_table(report))
+        print(f"wrote {plot}")
+    return 0
+
+
 # --- graph ------------------------------------------------------------------
 
 
@@ -333,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_gradcheck(sub)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_bench(sub)
     _add_graph(sub)
     return parser
 

@@ -77,9 +77,7 @@ def data_parallel_mesh(devices: int | None = None, axes: str = "explicit") -> Me
     if not 1 <= n <= available:
         raise ValueError(f"devices must be between 1 and {available} (jax.device_count()), got {n}")
     if jax.process_count() > 1 and n != available:
-        raise ValueError(
-            f"devices must be all {available} devices in a multi-process run, got {n}"
-        )
+        raise ValueError(f"devices must be all {available} devices in a multi-process run, got {n}")
     if n == 1 and jax.process_count() == 1:
         return None
     return jax.make_mesh((n,), (AXIS,), axis_types=(MESH_AXES[axes],), devices=jax.devices()[:n])

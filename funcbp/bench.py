@@ -1,0 +1,606 @@
+"""``funcbp bench``: funcbp's training loop against the book's NumPy code and PyTorch.
+
+Every implementation trains the book's 784-50-10 ReLU network with SGD (lr
+0.1, batch 100) on the bundled mnist-5k, in one process, from the same
+float32 init and on the same minibatch schedule: step i's rows are
+``minibatch_indices(data_key, i, 100, 4000)``, the indices ``funcbp train``
+draws, computed once and handed to NumPy and PyTorch as an array. Rounds are
+interleaved (each round runs every implementation once, in a rotated order)
+and each figure is the median over rounds.
+
+Throughputs count model-steps: ``funcbp-seeds8`` trains 8 models per step,
+so its ``steps_per_s`` is 8 * 10,000 / ``s_per_10k``, and its ratios and
+GFLOP/s count 8 models' work. ``s_per_10k`` is always wall seconds per
+10,000 steps of that implementation's loop.
+
+The roofline is measured in the same run: for each matmul that one step
+needs, the faster of NumPy's BLAS and a jitted XLA matmul on that shape,
+summed over the step. ``roofline_frac`` = achieved GFLOP/s / roofline GFLOP/s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import platform
+import resource
+import statistics
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from funcbp.data import load_mnist
+from funcbp.ensemble import init_ensemble, make_ensemble_chunk
+from funcbp.io import atomic_write
+from funcbp.net import two_layer
+from funcbp.train import TrainConfig, make_chunk, make_optimizer, minibatch_indices
+
+__all__ = [
+    "NAMES",
+    "Affine",
+    "Relu",
+    "SoftmaxWithLoss",
+    "TwoLayerNet",
+    "flops_per_step",
+    "format_table",
+    "matmul_shapes",
+    "plot_bench",
+    "run_bench",
+]
+
+NAMES = (
+    "funcbp-manual",
+    "funcbp-autodiff",
+    "numpy-book",
+    "torch-eager",
+    "funcbp-seeds8",
+    "funcbp-seeds8-shared",
+)
+SIZES = (784, 50, 10)
+BATCH_SIZE = 100
+LR = 0.1
+ENSEMBLE_K = 8
+PER = 10_000  # the unit of s_per_10k
+PAUSE_S = 0.2  # between timed runs: longer than OpenBLAS spins (~0.1 s)
+
+
+# --- the book's NumPy code (common/layers.py, two_layer_net.py), as the baseline ---
+
+
+class Affine:
+    """The book's Affine: ``dx = dout @ W.T``, ``dW = x.T @ dout``, ``db = sum(dout, 0)``."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray):
+        self.W, self.b = W, b
+        self.x = self.original_x_shape = self.dW = self.db = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.original_x_shape = x.shape
+        x = x.reshape(x.shape[0], -1)
+        self.x = x
+        return np.dot(x, self.W) + self.b
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = np.dot(dout, self.W.T)
+        self.dW = np.dot(self.x.T, dout)
+        self.db = np.sum(dout, axis=0)
+        return dx.reshape(*self.original_x_shape)
+
+
+class Relu:
+    """The book's Relu: mask ``x <= 0``; backward zeroes dout in place, as the book does."""
+
+    def __init__(self):
+        self.mask = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.mask = x <= 0
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dout[self.mask] = 0
+        return dout
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = x - np.max(x, axis=-1, keepdims=True)
+    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
+
+
+def _cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
+    batch_size = y.shape[0]
+    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
+
+
+class SoftmaxWithLoss:
+    """The book's SoftmaxWithLoss with index labels; backward ``(y - onehot(t)) / N``."""
+
+    def __init__(self):
+        self.y = self.t = None
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        self.t = t
+        self.y = _softmax(x)
+        return _cross_entropy_error(self.y, t)
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        batch_size = self.t.shape[0]
+        dx = self.y.copy()
+        dx[np.arange(batch_size), self.t] -= 1
+        return dx / batch_size
+
+
+class TwoLayerNet:
+    """The book's TwoLayerNet: an OrderedDict of layers sharing ``params`` by reference."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        self.params = params
+        self.layers = OrderedDict(
+            Affine1=Affine(params["W1"], params["b1"]),
+            Relu1=Relu(),
+            Affine2=Affine(params["W2"], params["b2"]),
+        )
+        self.last_layer = SoftmaxWithLoss()
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return self.last_layer.forward(x, t)
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+def _numpy_book_train(params, x, t, idx) -> dict[str, np.ndarray]:
+    params = {k: v.copy() for k, v in params.items()}
+    net = TwoLayerNet(params)
+    for batch in idx:
+        grads = net.gradient(x[batch], t[batch])
+        for key in params:  # in place: the layers hold these very arrays
+            params[key] -= LR * grads[key]
+    return params
+
+
+# --- FLOPs and the roofline ----------------------------------------------------
+
+
+def flops_per_step(batch_size: int = BATCH_SIZE, sizes: Sequence[int] = SIZES) -> int:
+    """The useful FLOPs of one SGD step: the matmuls, 2*m*k*n each.
+
+    Per layer i (n_i -> n_{i+1}): forward ``h @ W`` and backward ``dW = h.T @ dout``,
+    each ``2*B*n_i*n_{i+1}``; ``dx = dout @ W.T`` for every layer but the first,
+    whose dx nobody reads (the book computes it anyway; XLA drops it). So
+    ``3 * sum_i 2*B*n_i*n_{i+1} - 2*B*n_0*n_1``: 15.98 MFLOP for 784-50-10, B=100.
+    Elementwise work (bias, ReLU, softmax, the update) is left out.
+    """
+    layer = [2 * batch_size * a * b for a, b in itertools.pairwise(sizes)]
+    return 3 * sum(layer) - layer[0]
+
+
+def matmul_shapes(
+    batch_size: int = BATCH_SIZE, sizes: Sequence[int] = SIZES
+) -> list[tuple[str, tuple[int, int, int], str, bool]]:
+    """``(name, (m, k, n), transposed, needed)`` for the six matmuls of a two-layer step.
+
+    ``transposed`` says which operand the step reads through a transpose
+    (``"lhs"``, ``"rhs"`` or ``""``), as ``x.T @ dh`` reads x. ``needed`` is
+    False for ``dh@W1.T``, the first layer's dx, which the gradient never uses.
+    """
+    n, (d, h, c) = batch_size, sizes
+    return [
+        ("x@W1", (n, d, h), "", True),
+        ("h@W2", (n, h, c), "", True),
+        ("dout@W2.T", (n, c, h), "rhs", True),
+        ("h.T@dout", (h, n, c), "lhs", True),
+        ("dh@W1.T", (n, h, d), "rhs", False),
+        ("x.T@dh", (d, n, h), "lhs", True),
+    ]
+
+
+def _best_seconds(fn: Callable[[], Any], reps: int, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def _time_matmuls(quick: bool) -> list[dict[str, Any]]:
+    """Per shape: the best seconds of NumPy (BLAS) and of jitted XLA."""
+    rng = np.random.default_rng(0)
+    reps, repeats, copies = (100, 3, 4) if quick else (400, 5, 8)
+    rows = []
+    for name, (m, k, n), transposed, needed in matmul_shapes():
+        # Stored as in the step (x is (B, D) for x.T @ dh); distinct operands, cycled, so
+        # nothing stays in cache that would not in training.
+        a = rng.standard_normal((copies, k, m) if transposed == "lhs" else (copies, m, k))
+        b = rng.standard_normal((copies, n, k) if transposed == "rhs" else (copies, k, n))
+        a, b = a.astype(np.float32), b.astype(np.float32)
+
+        def numpy_loop(a=a, b=b, transposed=transposed):
+            for i in range(reps):
+                lhs, rhs = a[i % copies], b[i % copies]
+                np.dot(lhs.T if transposed == "lhs" else lhs, rhs.T if transposed == "rhs" else rhs)
+
+        # The contracting dims that XLA's optimized HLO of the step has: no transpose op.
+        dims = ((0,) if transposed == "lhs" else (1,), (1,) if transposed == "rhs" else (0,))
+
+        @jax.jit
+        def xla_loop(a, b, dims=dims):
+            # In a scan, as in training: no per-call dispatch; the carry keeps every product live.
+            def body(acc, i):
+                prod = jax.lax.dot_general(a[i % copies], b[i % copies], (dims, ((), ())))
+                return acc + prod[0, 0], None
+
+            return jax.lax.scan(body, jnp.float32(0), jnp.arange(reps))[0]
+
+        operands = jnp.asarray(a), jnp.asarray(b)
+        xla_loop(*operands).block_until_ready()
+        numpy_s = _best_seconds(numpy_loop, reps, repeats)
+        xla_s = _best_seconds(
+            lambda ops=operands: xla_loop(*ops).block_until_ready(), reps, repeats
+        )
+        best = min(numpy_s, xla_s)
+        rows.append(
+            {
+                "name": name,
+                "shape": [m, k, n],
+                "needed": needed,
+                "numpy_us": numpy_s * 1e6,
+                "xla_us": xla_s * 1e6,
+                "best_us": best * 1e6,
+                "gflops": 2 * m * k * n / best / 1e9,
+            }
+        )
+    return rows
+
+
+# --- the implementations ------------------------------------------------------------
+
+
+@dataclass
+class _Impl:
+    """One implementation: ``run()`` trains from the shared init and returns model 0's params."""
+
+    name: str
+    run: Callable[[], dict[str, np.ndarray]]
+    models: int = 1
+    compile_s: float = 0.0
+    times: list[float] = field(default_factory=list)
+    peak_mem_mb: float | None = None
+
+
+def _funcbp_impl(name, grad, state, data_key, x, t, steps) -> _Impl:
+    opt = make_optimizer("sgd", LR)
+    chunk = make_chunk(two_layer, opt, BATCH_SIZE, grad)
+    t0 = time.perf_counter()
+    compiled = chunk.lower(state, 0, data_key, x, t, steps).compile()
+    compile_s = time.perf_counter() - t0
+
+    def run():
+        (params, _), losses = compiled(state, 0, data_key, x, t)
+        losses.block_until_ready()
+        return params
+
+    return _Impl(name, run, compile_s=compile_s)
+
+
+def _ensemble_impl(seed, x, t, steps, k=ENSEMBLE_K, shared=False) -> _Impl:
+    config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed)
+    states, data_keys = init_ensemble(config, k, x.shape[1])
+    chunk = make_ensemble_chunk(
+        two_layer, make_optimizer("sgd", LR), BATCH_SIZE, "manual", shared_batches=shared
+    )
+    t0 = time.perf_counter()
+    compiled = chunk.lower(states, 0, data_keys, x, t, steps).compile()
+    compile_s = time.perf_counter() - t0
+
+    def run():
+        (params, _), losses = compiled(states, 0, data_keys, x, t)
+        losses.block_until_ready()
+        return jax.tree.map(lambda a: a[0], params)
+
+    name = f"funcbp-seeds{k}" + ("-shared" if shared else "")
+    return _Impl(name, run, models=k, compile_s=compile_s)
+
+
+def _torch_impl(params, x, t, idx) -> _Impl | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t.astype(np.int64))
+    idx_t = torch.from_numpy(idx.astype(np.int64))
+
+    def run():
+        p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
+        for batch in idx_t:
+            h = torch.relu(xt[batch] @ p["W1"] + p["b1"])
+            loss = torch.nn.functional.cross_entropy(h @ p["W2"] + p["b2"], tt[batch])
+            loss.backward()
+            with torch.no_grad():
+                for v in p.values():
+                    v -= LR * v.grad
+                    v.grad = None
+        return {k: v.detach().numpy() for k, v in p.items()}
+
+    return _Impl("torch-eager", run)
+
+
+# --- measuring ----------------------------------------------------------------------
+
+
+def _rss_mb() -> tuple[float, float] | None:
+    """(current, peak) resident MB from /proc; None off Linux."""
+    try:
+        with open("/proc/self/status") as f:
+            fields = dict(line.split(":", 1) for line in f)
+    except OSError:
+        return None
+    return tuple(float(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+
+
+def _reset_peak_rss() -> bool:
+    # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def _with_peak_mem(run: Callable[[], Any]) -> tuple[Any, float]:
+    """``(run(), MB)``: resident memory's growth during the call (VmHWM reset first).
+
+    Off Linux, the growth of getrusage's max RSS (0 when below the old high-water mark).
+    """
+    if _reset_peak_rss() and (before := _rss_mb()):
+        result = run()
+        return result, max(_rss_mb()[1] - before[0], 0.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = run()
+    return result, max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, 0) / 1024
+
+
+def _busy_ticks() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # busy, total (idle, iowait excluded)
+
+
+def _background_cpu(t0_ticks, own0: float, wall: float) -> float | None:
+    """The share of all CPUs that other processes used during a timed run."""
+    t1_ticks = _busy_ticks()
+    if t0_ticks is None or t1_ticks is None or wall <= 0:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (t1_ticks[0] - t0_ticks[0]) / hz
+    own = sum(os.times()[:2]) - own0
+    return max(busy - own, 0.0) / (wall * (os.cpu_count() or 1))
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_info() -> dict[str, Any]:
+    """What ran the benchmark: JAX's device, the CPU and the versions."""
+    dev = jax.devices()[0]
+    return {
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def run_bench(
+    steps: int = 10_000,
+    rounds: int = 5,
+    *,
+    seed: int = 0,
+    quick_roofline: bool = False,
+    torch: bool = True,
+    seeds: int = ENSEMBLE_K,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Times every implementation; returns the report that ``--json`` writes.
+
+    Args:
+        steps: SGD steps per run (every figure is scaled to 10,000).
+        rounds: interleaved rounds; figures are medians over them.
+        seed: the init and minibatch seed, as ``funcbp train --seed``.
+        quick_roofline: fewer repetitions for the matmul roofline.
+        torch: include PyTorch eager when it is importable.
+        seeds: K, the models trained at once by ``funcbp-seedsK`` (own batches) and
+            ``funcbp-seedsK-shared`` (one batch stream, fused first layer).
+        log: progress lines.
+    """
+    if steps <= 0:
+        raise ValueError(f"steps must be > 0, got {steps}")
+    if rounds <= 0:
+        raise ValueError(f"rounds must be > 0, got {rounds}")
+    if seeds <= 0:
+        raise ValueError(f"seeds must be > 0, got {seeds}")
+    (x_np, t_np), _ = load_mnist("mnist-5k")
+    x, t = jnp.asarray(x_np), jnp.asarray(t_np)  # on the device once, outside every timing
+    config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed)
+    init_key, data_key = jax.random.split(jax.random.key(seed))  # as funcbp train derives them
+    params = two_layer.init(init_key, SIZES[0], SIZES[1], SIZES[2], config.weight_init_std)
+    state = (params, make_optimizer("sgd", LR).init(params))
+    idx = np.asarray(
+        jax.jit(jax.vmap(lambda i: minibatch_indices(data_key, i, BATCH_SIZE, x.shape[0])))(
+            jnp.arange(steps, dtype=jnp.int32)
+        )
+    )
+    params_np = {k: np.asarray(v) for k, v in params.items()}
+
+    log(f"compiling ({steps} steps per run) ...")
+    impls = [
+        _funcbp_impl("funcbp-manual", "manual", state, data_key, x, t, steps),
+        _funcbp_impl("funcbp-autodiff", "autodiff", state, data_key, x, t, steps),
+        _Impl("numpy-book", lambda: _numpy_book_train(params_np, x_np, t_np, idx)),
+    ]
+    notes = []
+    torch_impl = _torch_impl(params_np, x_np, t_np, idx) if torch else None
+    if torch_impl is not None:
+        impls.append(torch_impl)
+    else:
+        why = "torch is not installed" if torch else "--no-torch"
+        notes.append(f"torch-eager skipped: {why}")
+    impls.append(_ensemble_impl(seed, x, t, steps, seeds))
+    impls.append(_ensemble_impl(seed, x, t, steps, seeds, shared=True))
+
+    log("warm-up runs (and peak memory) ...")
+    finals = {}
+    for impl in impls:
+        # The warm-up keeps first-call costs out of the timings; its memory growth is reported.
+        finals[impl.name], impl.peak_mem_mb = _with_peak_mem(impl.run)
+    log("matmul roofline ...")
+    matmuls = _time_matmuls(quick_roofline)
+    roofline_s = sum(m["best_us"] for m in matmuls if m["needed"]) * 1e-6 * PER
+
+    background = []
+    for r in range(rounds):
+        order = impls[r % len(impls) :] + impls[: r % len(impls)]
+        for impl in order:
+            # OpenBLAS's and OpenMP's idle workers spin for a while after a call; let them
+            # go to sleep, so they do not take a core from the next implementation.
+            time.sleep(PAUSE_S)
+            ticks, own0 = _busy_ticks(), sum(os.times()[:2])
+            t0 = time.perf_counter()
+            impl.run()
+            wall = time.perf_counter() - t0
+            impl.times.append(wall)
+            if (share := _background_cpu(ticks, own0, wall)) is not None:
+                background.append(share)
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{i.name} {i.times[-1]:.2f} s" for i in impls))
+
+    flops = flops_per_step()
+    reference = finals["funcbp-manual"]
+    per_10k = {i.name: statistics.median(i.times) * PER / steps for i in impls}
+    results = []
+    for impl in impls:
+        s = per_10k[impl.name]
+        steps_per_s = impl.models * PER / s
+        diff = max(float(np.max(np.abs(np.asarray(finals[impl.name][k]) - reference[k])))
+                   for k in reference)  # fmt: skip
+        results.append(
+            {
+                "name": impl.name,
+                "models": impl.models,
+                "s_per_10k": s,
+                "steps_per_s": steps_per_s,
+                "speedup_vs_numpy": steps_per_s / (PER / per_10k["numpy-book"]),
+                "vs_autodiff": steps_per_s / (PER / per_10k["funcbp-autodiff"]),
+                "roofline_frac": impl.models * roofline_s / s,
+                "gflops": flops * steps_per_s / 1e9,
+                "compile_s": impl.compile_s,
+                "peak_mem_mb": impl.peak_mem_mb,
+                "max_param_diff_vs_manual": diff,
+                "rounds_s": impl.times,
+            }
+        )
+    return {
+        "device": device_info(),
+        "steps": steps,
+        "rounds": rounds,
+        "batch_size": BATCH_SIZE,
+        "sizes": list(SIZES),
+        "flops_per_step": flops,
+        "roofline_s_per_10k": roofline_s,
+        "roofline_gflops": flops * PER / roofline_s / 1e9,
+        "matmuls": matmuls,
+        "background_cpu": statistics.median(background) if background else None,
+        "peak_mem_method": "growth of resident memory during the warm-up run, after data, init "
+        "and compilation (Linux VmHWM, reset via /proc/self/clear_refs)",
+        "notes": notes,
+        "results": results,
+    }
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a fixed-width table, slowest first."""
+    dev = report["device"]
+    lines = [
+        f"funcbp bench: 784-50-10, batch {report['batch_size']}, SGD, {report['steps']} steps x "
+        f"{report['rounds']} rounds (median), float32",
+        f"device: {dev['platform']} ({dev['device_kind']}); CPU: {dev['cpu']} x {dev['cpu_count']}"
+        + (f"; XLA_FLAGS={dev['xla_flags']}" if dev["xla_flags"] else ""),
+        f"useful work {report['flops_per_step'] / 1e6:.2f} MFLOP/step; roofline "
+        f"{report['roofline_s_per_10k']:.2f} s/10k ({report['roofline_gflops']:.0f} GFLOP/s)",
+        "",
+        f"{'name':<22}{'s/10k':>8}{'steps/s':>9}{'vs numpy':>10}{'vs autodiff':>12}"
+        f"{'roofline':>10}{'GFLOP/s':>9}{'compile s':>11}{'mem MB':>8}",
+    ]
+    for r in sorted(report["results"], key=lambda r: -r["s_per_10k"]):
+        mem = "-" if r["peak_mem_mb"] is None else f"{r['peak_mem_mb']:.1f}"
+        lines.append(
+            f"{r['name']:<22}{r['s_per_10k']:>8.2f}{r['steps_per_s']:>9.0f}"
+            f"{r['speedup_vs_numpy']:>9.2f}x{r['vs_autodiff']:>11.2f}x"
+            f"{100 * r['roofline_frac']:>9.0f}%{r['gflops']:>9.1f}{r['compile_s']:>11.2f}{mem:>8}"
+        )
+    if report["background_cpu"] is not None:
+        lines.append(
+            f"other processes used {100 * report['background_cpu']:.0f}% of the CPUs "
+            "during the timed runs (median)"
+        )
+    lines += report["notes"]
+    return "\n".join(lines)
+
+
+def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """A bar chart of model-steps per second, written atomically as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = sorted(report["results"], key=lambda r: r["steps_per_s"])
+    names = [r["name"] for r in results]
+    values = [r["steps_per_s"] for r in results]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(results) + 1.5))
+    bars = ax.barh(names, values, color=["C1" if n == "numpy-book" else "C0" for n in names])
+    for bar, r in zip(bars, results, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f" {r['speedup_vs_numpy']:.2f}x NumPy", va="center")  # fmt: skip
+    roofline = PER / report["roofline_s_per_10k"]
+    label = f"one model's matmul roofline {roofline:.0f}"
+    ax.axvline(roofline, color="gray", linestyle="--", label=label)
+    ax.set(xlabel="model-steps per second (higher is better)",
+           title=f"784-50-10, batch {report['batch_size']}, {report['device']['cpu']}")  # fmt: skip
+    ax.set_xlim(0, max(*values, roofline) * 1.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path = atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+    return path
