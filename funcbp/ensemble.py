@@ -36,29 +36,24 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from funcbp.data import load_mnist
 from funcbp.io import atomic_write, atomic_write_text
 from funcbp.net import Network
 from funcbp.train import (
     TrainConfig,
+    load_training_data,
     make_chunk,
     make_optimizer,
     make_step,
     minibatch_indices,
+    run_keys,
 )
 
-__all__ = ["UNROLL_MAX", "init_ensemble", "make_ensemble_chunk", "model_keys", "train_ensemble"]
+__all__ = ["UNROLL_MAX", "init_ensemble", "make_ensemble_chunk", "train_ensemble"]
 
 # Own batches: up to this many models are unrolled in the scan body, more are vmapped.
 UNROLL_MAX = 16
 
 State = tuple[dict[str, jax.Array], Any]
-
-
-def model_keys(seed: int) -> tuple[jax.Array, jax.Array]:
-    """``(init_key, data_key)`` of the run with this seed, derived as ``train()`` does."""
-    init_key, data_key = jax.random.split(jax.random.key(seed))
-    return init_key, data_key
 
 
 def init_ensemble(
@@ -74,7 +69,7 @@ def init_ensemble(
     net, opt = config.network, make_optimizer(config.optimizer, config.lr)
     states, data_keys = [], []
     for j in range(k):
-        init_key, data_key = model_keys(config.seed + j)
+        init_key, data_key = run_keys(config.seed + j)
         params = net.init(init_key, input_size, config.hidden, output_size, config.weight_init_std)
         states.append((params, opt.init(params)))
         data_keys.append(data_key)
@@ -251,13 +246,8 @@ def train_ensemble(
         The metrics dict that ``metrics.json`` holds.
     """
     _check_k(k)
-    (x_train, t_train), (x_test, t_test) = load_mnist(config.data)
+    (x_train, t_train), (x_test, t_test) = load_training_data(config)
     train_size = x_train.shape[0]
-    if config.batch_size > train_size:
-        raise ValueError(
-            f"batch_size must be at most the training set's size {train_size}, "
-            f"got {config.batch_size}"
-        )
     net, opt = config.network, make_optimizer(config.optimizer, config.lr)
     x_train, t_train = jnp.asarray(x_train), jnp.asarray(t_train)
     x_test, t_test = jnp.asarray(x_test), jnp.asarray(t_test)

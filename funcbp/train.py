@@ -45,10 +45,12 @@ __all__ = [
     "evaluate_run",
     "fit",
     "load_checkpoint_config",
+    "load_training_data",
     "make_chunk",
     "make_optimizer",
     "make_step",
     "minibatch_indices",
+    "run_keys",
     "train",
     "write_run",
 ]
@@ -143,6 +145,23 @@ def _loss_and_grad(net: Network, method: str):
         return net.loss(params, x, t), net.backprop(params, x, t)
 
     return backprop
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array]:
+    """``(init_key, data_key)`` of the run with this seed."""
+    init_key, data_key = jax.random.split(jax.random.key(seed))
+    return init_key, data_key
+
+
+def load_training_data(config: TrainConfig):
+    """``config.data`` as ``((x_train, t_train), (x_test, t_test))``, checked against the batch."""
+    (x_train, t_train), test = load_mnist(config.data)
+    if config.batch_size > x_train.shape[0]:
+        raise ValueError(
+            f"batch_size must be at most the training set's size {x_train.shape[0]}, "
+            f"got {config.batch_size}"
+        )
+    return (x_train, t_train), test
 
 
 def minibatch_indices(key: jax.Array, i, batch_size: int, n: int) -> jax.Array:
@@ -334,15 +353,10 @@ def fit(
     Raises:
         Interrupted: on Ctrl-C, after the checkpoint is saved.
     """
-    (x_train, t_train), (x_test, t_test) = load_mnist(config.data)
+    (x_train, t_train), (x_test, t_test) = load_training_data(config)
     train_size = x_train.shape[0]
-    if config.batch_size > train_size:
-        raise ValueError(
-            f"batch_size must be at most the training set's size {train_size}, "
-            f"got {config.batch_size}"
-        )
     net, opt = config.network, make_optimizer(config.optimizer, config.lr)
-    init_key, data_key = jax.random.split(jax.random.key(config.seed))
+    init_key, data_key = run_keys(config.seed)
     params = net.init(init_key, x_train.shape[1], config.hidden, 10, config.weight_init_std)
     state = (params, opt.init(params))
 

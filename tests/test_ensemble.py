@@ -9,8 +9,8 @@ import pytest
 from funcbp import ensemble
 from funcbp.cli import main
 from funcbp.data import load_mnist
-from funcbp.ensemble import init_ensemble, make_ensemble_chunk, model_keys, train_ensemble
-from funcbp.train import TrainConfig, make_chunk, make_optimizer, train
+from funcbp.ensemble import init_ensemble, make_ensemble_chunk, train_ensemble
+from funcbp.train import TrainConfig, make_chunk, make_optimizer, run_keys, train
 
 QUICK = dict(iters=120, eval_every=40)
 
@@ -75,9 +75,9 @@ def test_shared_batches_model_j_trains_from_its_init_on_the_first_seeds_batches(
     assert losses.shape == (20, 2)
     single = make_chunk(net, opt, 100, "manual")
     for j in range(2):
-        init = net.init(model_keys(3 + j)[0], x.shape[1], config.hidden, 10)
+        init = net.init(run_keys(3 + j)[0], x.shape[1], config.hidden, 10)
         state = (init, opt.init(init))
-        (alone, _), alone_losses = single(state, 0, model_keys(3)[1], x, t, 20)
+        (alone, _), alone_losses = single(state, 0, run_keys(3)[1], x, t, 20)
         for name, value in alone.items():
             np.testing.assert_allclose(params[name][j], value, rtol=1e-4, atol=1e-6)
         np.testing.assert_allclose(losses[:, j], alone_losses, rtol=1e-5)
