@@ -21,12 +21,16 @@ class UsageError(Exception):
     """Bad input from the command line: printed as one line, exit status 2."""
 
 
-def _write_json(obj: object, dest: str) -> None:
-    text = json.dumps(obj, indent=2) + "\n"
-    if dest == "-":
-        sys.stdout.write(text)
-    else:
-        atomic_write_text(dest, text)
+def _emit(obj: object, json_dest: str | None, text: str) -> None:
+    """Writes ``obj`` as JSON to a file or stdout (``-``), and ``text`` unless stdout has JSON."""
+    if json_dest:
+        dumped = json.dumps(obj, indent=2) + "\n"
+        if json_dest == "-":
+            sys.stdout.write(dumped)
+        else:
+            atomic_write_text(json_dest, dumped)
+    if json_dest != "-":
+        print(text)
 
 
 # --- gradcheck --------------------------------------------------------------
@@ -57,12 +61,8 @@ def _run_gradcheck(args) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     ok = all(r.ok for r in results)
-    if args.json:
-        _write_json(
-            {"ok": ok, "dtype": args.dtype, "checks": [r.to_dict() for r in results]}, args.json
-        )
-    if args.json != "-":
-        print(_format_gradcheck(results, args.dtype))
+    report = {"ok": ok, "dtype": args.dtype, "checks": [r.to_dict() for r in results]}
+    _emit(report, args.json, _format_gradcheck(results, args.dtype))
     return 0 if ok else 1
 
 
@@ -259,11 +259,8 @@ def _run_evaluate(args) -> int:
     from funcbp.train import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data)
-    if args.json:
-        _write_json(result, args.json)
-    if args.json != "-":
-        train_acc, test_acc = result["train_acc"], result["test_acc"]
-        print(f"{args.run_dir}: train acc {train_acc:.4f}, test acc {test_acc:.4f}")
+    train_acc, test_acc = result["train_acc"], result["test_acc"]
+    _emit(result, args.json, f"{args.run_dir}: train acc {train_acc:.4f}, test acc {test_acc:.4f}")
     return 0
 
 
@@ -321,11 +318,7 @@ def _run_bench(args) -> int:
     )
     plot = Path(args.plot) if args.plot else Path(args.out or ".") / "bench.png"
     report["plot"] = str(plot_bench(report, plot))
-    if args.json:
-        _write_json(report, args.json)
-    if args.json != "-":
-        print(format_table(report))
-        print(f"wrote {plot}")
+    _emit(report, args.json, f"{format_table(report)}\nwrote {plot}")
     return 0
 
 

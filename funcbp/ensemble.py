@@ -40,6 +40,7 @@ from funcbp.io import atomic_write, atomic_write_text
 from funcbp.net import Network
 from funcbp.train import (
     TrainConfig,
+    epoch_schedule,
     load_training_data,
     make_chunk,
     make_optimizer,
@@ -254,8 +255,7 @@ def train_ensemble(
     states, data_keys = init_ensemble(config, k, x_train.shape[1])
     seeds = [config.seed + j for j in range(k)]
 
-    iter_per_epoch = max(train_size / config.batch_size, 1)
-    eval_every = config.eval_every or max(round(iter_per_epoch), 1)
+    iter_per_epoch, eval_every = epoch_schedule(config, train_size)
     chunk = make_ensemble_chunk(
         net, opt, config.batch_size, config.grad, shared_batches=shared_batches
     )

@@ -42,6 +42,7 @@ __all__ = [
     "GRADS",
     "OPTIMIZERS",
     "TrainConfig",
+    "epoch_schedule",
     "evaluate_run",
     "fit",
     "load_checkpoint_config",
@@ -162,6 +163,12 @@ def load_training_data(config: TrainConfig):
             f"got {config.batch_size}"
         )
     return (x_train, t_train), test
+
+
+def epoch_schedule(config: TrainConfig, train_size: int) -> tuple[float, int]:
+    """``(iter_per_epoch, eval_every)``: the book's ``max(train_size / batch_size, 1)``."""
+    iter_per_epoch = max(train_size / config.batch_size, 1)
+    return iter_per_epoch, config.eval_every or max(round(iter_per_epoch), 1)
 
 
 def minibatch_indices(key: jax.Array, i, batch_size: int, n: int) -> jax.Array:
@@ -360,8 +367,7 @@ def fit(
     params = net.init(init_key, x_train.shape[1], config.hidden, 10, config.weight_init_std)
     state = (params, opt.init(params))
 
-    iter_per_epoch = max(train_size / config.batch_size, 1)
-    eval_every = config.eval_every or max(round(iter_per_epoch), 1)
+    iter_per_epoch, eval_every = epoch_schedule(config, train_size)
     out = Path(out) if out is not None else None
     writes = out is not None and jax.process_index() == 0  # one writer per run folder
     history: list[dict[str, float]] = []
@@ -373,9 +379,12 @@ def fit(
 
     devices = config.devices or _default_devices(config.batch_size)
     mesh = data_parallel_mesh(devices, config.mesh_axes)
+    # Evaluation runs on one device, which in the single-device loop also trains.
+    x_eval = {"train": (jnp.asarray(x_train), jnp.asarray(t_train)),
+              "test": (jnp.asarray(x_test), jnp.asarray(t_test))}  # fmt: skip
     if mesh is None:
         # One device: the training set lives on it and each step gathers its minibatch there.
-        x_dev, t_dev = jnp.asarray(x_train), jnp.asarray(t_train)
+        x_dev, t_dev = x_eval["train"]
         chunk = make_chunk(net, opt, config.batch_size, config.grad)
 
         def chunk_args(state, start, length):
@@ -414,8 +423,6 @@ def fit(
         return state, losses
 
     accuracy = jax.jit(net.accuracy)
-    x_eval = {"train": (jnp.asarray(x_train), jnp.asarray(t_train)),
-              "test": (jnp.asarray(x_test), jnp.asarray(t_test))}  # fmt: skip
 
     bar = tqdm(total=config.iters, initial=start, disable=not progress, unit="it", leave=False)
     with _deferred_interrupt() as interrupted:

@@ -11,17 +11,11 @@ from funcbp.cli import main
 from funcbp.data import load_mnist
 from funcbp.ensemble import init_ensemble, make_ensemble_chunk, train_ensemble
 from funcbp.train import TrainConfig, make_chunk, make_optimizer, run_keys, train
-
-QUICK = dict(iters=120, eval_every=40)
+from tests.test_train import QUICK, _params
 
 
 def _quiet(line):
     pass
-
-
-def _params(run_dir):
-    with np.load(run_dir / "params.npz") as f:
-        return {k: f[k] for k in f.files}
 
 
 @pytest.fixture(scope="module")
