@@ -26,7 +26,6 @@ import platform
 import resource
 import statistics
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from funcbp import book_numpy
 from funcbp.data import load_mnist
 from funcbp.ensemble import init_ensemble, make_ensemble_chunk
 from funcbp.io import atomic_write
@@ -44,10 +44,6 @@ from funcbp.train import TrainConfig, make_chunk, make_optimizer, minibatch_indi
 
 __all__ = [
     "NAMES",
-    "Affine",
-    "Relu",
-    "SoftmaxWithLoss",
-    "TwoLayerNet",
     "flops_per_step",
     "format_table",
     "matmul_shapes",
@@ -71,103 +67,12 @@ PER = 10_000  # the unit of s_per_10k
 PAUSE_S = 0.2  # between timed runs: longer than OpenBLAS spins (~0.1 s)
 
 
-# --- the book's NumPy code (common/layers.py, two_layer_net.py), as the baseline ---
-
-
-class Affine:
-    """The book's Affine: ``dx = dout @ W.T``, ``dW = x.T @ dout``, ``db = sum(dout, 0)``."""
-
-    def __init__(self, W: np.ndarray, b: np.ndarray):
-        self.W, self.b = W, b
-        self.x = self.original_x_shape = self.dW = self.db = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self.original_x_shape = x.shape
-        x = x.reshape(x.shape[0], -1)
-        self.x = x
-        return np.dot(x, self.W) + self.b
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
-        self.db = np.sum(dout, axis=0)
-        return dx.reshape(*self.original_x_shape)
-
-
-class Relu:
-    """The book's Relu: mask ``x <= 0``; backward zeroes dout in place, as the book does."""
-
-    def __init__(self):
-        self.mask = None
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout: np.ndarray) -> np.ndarray:
-        dout[self.mask] = 0
-        return dout
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    x = x - np.max(x, axis=-1, keepdims=True)
-    return np.exp(x) / np.sum(np.exp(x), axis=-1, keepdims=True)
-
-
-def _cross_entropy_error(y: np.ndarray, t: np.ndarray) -> float:
-    batch_size = y.shape[0]
-    return -np.sum(np.log(y[np.arange(batch_size), t] + 1e-7)) / batch_size
-
-
-class SoftmaxWithLoss:
-    """The book's SoftmaxWithLoss with index labels; backward ``(y - onehot(t)) / N``."""
-
-    def __init__(self):
-        self.y = self.t = None
-
-    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
-        self.t = t
-        self.y = _softmax(x)
-        return _cross_entropy_error(self.y, t)
-
-    def backward(self, dout: float = 1) -> np.ndarray:
-        batch_size = self.t.shape[0]
-        dx = self.y.copy()
-        dx[np.arange(batch_size), self.t] -= 1
-        return dx / batch_size
-
-
-class TwoLayerNet:
-    """The book's TwoLayerNet: an OrderedDict of layers sharing ``params`` by reference."""
-
-    def __init__(self, params: dict[str, np.ndarray]):
-        self.params = params
-        self.layers = OrderedDict(
-            Affine1=Affine(params["W1"], params["b1"]),
-            Relu1=Relu(),
-            Affine2=Affine(params["W2"], params["b2"]),
-        )
-        self.last_layer = SoftmaxWithLoss()
-
-    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
-        for layer in self.layers.values():
-            x = layer.forward(x)
-        return self.last_layer.forward(x, t)
-
-    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
-        self.loss(x, t)
-        dout = self.last_layer.backward(1)
-        for layer in reversed(self.layers.values()):
-            dout = layer.backward(dout)
-        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
-        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+# --- the book's NumPy code, the baseline ---
 
 
 def _numpy_book_train(params, x, t, idx) -> dict[str, np.ndarray]:
     params = {k: v.copy() for k, v in params.items()}
-    net = TwoLayerNet(params)
+    net = book_numpy.TwoLayerNet(params)
     for batch in idx:
         grads = net.gradient(x[batch], t[batch])
         for key in params:  # in place: the layers hold these very arrays

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from funcbp import bench
+from funcbp import bench, book_numpy
 from funcbp.cli import main
 from funcbp.data import load_mnist
 from funcbp.net import two_layer
@@ -122,13 +122,13 @@ def test_numpy_baseline_is_the_books_gradient():
     shapes = {"W1": (784, 50), "b1": (50,), "W2": (50, 10), "b2": (10,)}
     params_np = {k: 0.1 * rng.standard_normal(shape) for k, shape in shapes.items()}
     params = {k: jnp.asarray(v) for k, v in params_np.items()}
-    book = bench.TwoLayerNet(params_np).gradient(x, t)
+    book = book_numpy.TwoLayerNet(params_np).gradient(x, t)
     ours = jax.jit(two_layer.gradient)(params, jnp.asarray(x), jnp.asarray(t))
     assert set(book) == set(ours)
     for name in ours:
         np.testing.assert_allclose(book[name], ours[name], rtol=1e-10, atol=1e-13)
     # The layers hold the very params arrays, as the book's do.
-    assert bench.TwoLayerNet(params_np).layers["Affine1"].W is params_np["W1"]
+    assert book_numpy.TwoLayerNet(params_np).layers["Affine1"].W is params_np["W1"]
 
 
 def test_flops_formula():
