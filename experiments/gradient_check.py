@@ -26,7 +26,7 @@ def main() -> None:
 
     (x, t), _ = load_mnist(args.data, one_hot_label=True)
     x, t = jnp.asarray(x[:3], jnp.float64), jnp.asarray(t[:3], jnp.float64)
-    params = two_layer.init(jax.random.key(args.seed), 784, 50, 10, dtype=jnp.float64)
+    params = two_layer.init(jax.random.key(args.seed), dtype=jnp.float64)
 
     grads = {
         method: jax.jit(two_layer.gradient, static_argnames="method")(params, x, t, method=method)

@@ -21,7 +21,8 @@ from funcbp.layers import (
     softmax,
     softmax_with_loss,
 )
-from funcbp.net import Network, network, two_layer
+from funcbp.net import Network
+from funcbp.zoo import network, two_layer, two_layer_net
 
 __version__ = "0.1.0"
 
@@ -40,4 +41,5 @@ __all__ = [
     "softmax",
     "softmax_with_loss",
     "two_layer",
+    "two_layer_net",
 ]

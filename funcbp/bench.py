@@ -3,8 +3,8 @@
 Every implementation trains the book's 784-50-10 ReLU network with SGD (lr
 0.1, batch 100) on the bundled mnist-5k, in one process, from the same
 float32 init and on the same minibatch schedule: step i's rows are
-``minibatch_indices(data_key, i, 100, 4000)``, the indices ``funcbp train``
-draws, computed once and handed to NumPy and PyTorch as an array. Rounds are
+``funcbp.steps.minibatch_indices``, the indices ``funcbp train`` draws,
+computed once and handed to NumPy and PyTorch as an array. Rounds are
 interleaved (each round runs every implementation once, in a rotated order)
 and each figure is the median over rounds.
 
@@ -36,11 +36,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from funcbp import book_numpy
+from funcbp.config import make_optimizer
 from funcbp.data import load_mnist
-from funcbp.ensemble import init_ensemble, make_ensemble_chunk
 from funcbp.io import atomic_write
-from funcbp.net import two_layer
-from funcbp.train import TrainConfig, make_chunk, make_optimizer, minibatch_indices
+from funcbp.net import Network
+from funcbp.steps import init_train_state, make_chunk, minibatch_indices, run_keys
+from funcbp.zoo import two_layer
 
 __all__ = [
     "NAMES",
@@ -190,41 +191,33 @@ class _Impl:
     peak_mem_mb: float | None = None
 
 
-def _compile(chunk, *args):
-    """The chunk compiled ahead of time for ``args``, and the seconds that took."""
-    t0 = time.perf_counter()
-    compiled = chunk.lower(*args).compile()
-    return compiled, time.perf_counter() - t0
-
-
-def _funcbp_impl(name, grad, state, data_key, x, t, steps) -> _Impl:
+def _funcbp_impl(
+    name: str,
+    net: Network,
+    grad: str,
+    seed: int,
+    x,
+    t,
+    steps: int,
+    *,
+    models: int = 1,
+    shared: bool = False,
+) -> _Impl:
+    """funcbp's training loop: the chunk ``funcbp train`` runs, compiled for ``steps`` steps."""
     opt = make_optimizer("sgd", LR)
-    chunk = make_chunk(two_layer, opt, BATCH_SIZE, grad)
-    compiled, compile_s = _compile(chunk, state, 0, data_key, x, t, steps)
+    keys = run_keys(seed, models)
+    state = init_train_state(net, opt, keys, models=models)
+    chunk = make_chunk(net, opt, grad, BATCH_SIZE, models=models, shared=shared)
+    t0 = time.perf_counter()
+    compiled = chunk.lower(state, 0, keys, x, t, length=steps).compile()
+    compile_s = time.perf_counter() - t0
 
     def run():
-        (params, _), losses = compiled(state, 0, data_key, x, t)
+        new, losses = compiled(state, 0, keys, x, t)
         losses.block_until_ready()
-        return params
+        return new.params if models == 1 else jax.tree.map(lambda a: a[0], new.params)
 
-    return _Impl(name, run, compile_s=compile_s)
-
-
-def _ensemble_impl(seed, x, t, steps, k=ENSEMBLE_K, shared=False) -> _Impl:
-    config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed)
-    states, data_keys = init_ensemble(config, k, x.shape[1])
-    chunk = make_ensemble_chunk(
-        two_layer, make_optimizer("sgd", LR), BATCH_SIZE, "manual", shared_batches=shared
-    )
-    compiled, compile_s = _compile(chunk, states, 0, data_keys, x, t, steps)
-
-    def run():
-        (params, _), losses = compiled(states, 0, data_keys, x, t)
-        losses.block_until_ready()
-        return jax.tree.map(lambda a: a[0], params)
-
-    name = f"funcbp-seeds{k}" + ("-shared" if shared else "")
-    return _Impl(name, run, models=k, compile_s=compile_s)
+    return _Impl(name, run, models=models, compile_s=compile_s)
 
 
 def _torch_impl(params, x, t, idx) -> _Impl | None:
@@ -331,6 +324,55 @@ def device_info() -> dict[str, Any]:
     }
 
 
+def _time_rounds(impls: list[_Impl], rounds: int, log: Callable[[str], None]) -> list[float]:
+    """Runs each implementation once a round, in rotated order; returns the background CPU."""
+    background = []
+    for r in range(rounds):
+        order = impls[r % len(impls) :] + impls[: r % len(impls)]
+        for impl in order:
+            # OpenBLAS's and OpenMP's idle workers spin for a while after a call; let them
+            # go to sleep, so they do not take a core from the next implementation.
+            time.sleep(PAUSE_S)
+            ticks, own0 = _busy_ticks(), sum(os.times()[:2])
+            t0 = time.perf_counter()
+            impl.run()
+            wall = time.perf_counter() - t0
+            impl.times.append(wall)
+            if (share := _background_cpu(ticks, own0, wall)) is not None:
+                background.append(share)
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{i.name} {i.times[-1]:.2f} s" for i in impls))
+    return background
+
+
+def _results(impls: list[_Impl], finals: dict, steps: int, roofline_s: float, flops: int) -> list:
+    """One row per implementation: medians scaled to 10,000 steps, and the ratios between them."""
+    reference = finals["funcbp-manual"]
+    per_10k = {i.name: statistics.median(i.times) * PER / steps for i in impls}
+    results = []
+    for impl in impls:
+        s = per_10k[impl.name]
+        steps_per_s = impl.models * PER / s
+        final = finals[impl.name]
+        diff = max(float(np.max(np.abs(np.asarray(final[k]) - reference[k]))) for k in reference)
+        results.append(
+            {
+                "name": impl.name,
+                "models": impl.models,
+                "s_per_10k": s,
+                "steps_per_s": steps_per_s,
+                "speedup_vs_numpy": steps_per_s / (PER / per_10k["numpy-book"]),
+                "vs_autodiff": steps_per_s / (PER / per_10k["funcbp-autodiff"]),
+                "roofline_frac": impl.models * roofline_s / s,
+                "gflops": flops * steps_per_s / 1e9,
+                "compile_s": impl.compile_s,
+                "peak_mem_mb": impl.peak_mem_mb,
+                "max_param_diff_vs_manual": diff,
+                "rounds_s": impl.times,
+            }
+        )
+    return results
+
+
 def run_bench(
     steps: int = 10_000,
     rounds: int = 5,
@@ -361,21 +403,15 @@ def run_bench(
         raise ValueError(f"seeds must be > 0, got {seeds}")
     (x_np, t_np), _ = load_mnist("mnist-5k")
     x, t = jnp.asarray(x_np), jnp.asarray(t_np)  # on the device once, outside every timing
-    config = TrainConfig(batch_size=BATCH_SIZE, lr=LR, seed=seed)
-    init_key, data_key = jax.random.split(jax.random.key(seed))  # as funcbp train derives them
-    params = two_layer.init(init_key, SIZES[0], SIZES[1], SIZES[2], config.weight_init_std)
-    state = (params, make_optimizer("sgd", LR).init(params))
-    idx = np.asarray(
-        jax.jit(jax.vmap(lambda i: minibatch_indices(data_key, i, BATCH_SIZE, x.shape[0])))(
-            jnp.arange(steps, dtype=jnp.int32)
-        )
-    )
-    params_np = {k: np.asarray(v) for k, v in params.items()}
+    keys = run_keys(seed)  # as funcbp train derives them
+    params_np = {k: np.asarray(v) for k, v in two_layer.init(keys.init).items()}
+    draw = jax.jit(minibatch_indices, static_argnums=(2, 3, 4))
+    idx = np.asarray(draw(keys.data, 0, steps, BATCH_SIZE, x.shape[0]))
 
     log(f"compiling ({steps} steps per run) ...")
     impls = [
-        _funcbp_impl("funcbp-manual", "manual", state, data_key, x, t, steps),
-        _funcbp_impl("funcbp-autodiff", "autodiff", state, data_key, x, t, steps),
+        _funcbp_impl("funcbp-manual", two_layer, "manual", seed, x, t, steps),
+        _funcbp_impl("funcbp-autodiff", two_layer, "autodiff", seed, x, t, steps),
         _Impl("numpy-book", lambda: _numpy_book_train(params_np, x_np, t_np, idx)),
     ]
     notes = []
@@ -385,8 +421,11 @@ def run_bench(
     else:
         why = "torch is not installed" if torch else "--no-torch"
         notes.append(f"torch-eager skipped: {why}")
-    impls.append(_ensemble_impl(seed, x, t, steps, seeds))
-    impls.append(_ensemble_impl(seed, x, t, steps, seeds, shared=True))
+    for shared in (False, True):
+        name = f"funcbp-seeds{seeds}" + ("-shared" if shared else "")
+        impls.append(
+            _funcbp_impl(name, two_layer, "manual", seed, x, t, steps, models=seeds, shared=shared)
+        )
 
     log("warm-up runs (and peak memory) ...")
     finals = {}
@@ -397,47 +436,9 @@ def run_bench(
     matmuls = _time_matmuls(quick_roofline)
     roofline_s = sum(m["best_us"] for m in matmuls if m["needed"]) * 1e-6 * PER
 
-    background = []
-    for r in range(rounds):
-        order = impls[r % len(impls) :] + impls[: r % len(impls)]
-        for impl in order:
-            # OpenBLAS's and OpenMP's idle workers spin for a while after a call; let them
-            # go to sleep, so they do not take a core from the next implementation.
-            time.sleep(PAUSE_S)
-            ticks, own0 = _busy_ticks(), sum(os.times()[:2])
-            t0 = time.perf_counter()
-            impl.run()
-            wall = time.perf_counter() - t0
-            impl.times.append(wall)
-            if (share := _background_cpu(ticks, own0, wall)) is not None:
-                background.append(share)
-        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{i.name} {i.times[-1]:.2f} s" for i in impls))
-
+    background = _time_rounds(impls, rounds, log)
     flops = flops_per_step()
-    reference = finals["funcbp-manual"]
-    per_10k = {i.name: statistics.median(i.times) * PER / steps for i in impls}
-    results = []
-    for impl in impls:
-        s = per_10k[impl.name]
-        steps_per_s = impl.models * PER / s
-        diff = max(float(np.max(np.abs(np.asarray(finals[impl.name][k]) - reference[k])))
-                   for k in reference)  # fmt: skip
-        results.append(
-            {
-                "name": impl.name,
-                "models": impl.models,
-                "s_per_10k": s,
-                "steps_per_s": steps_per_s,
-                "speedup_vs_numpy": steps_per_s / (PER / per_10k["numpy-book"]),
-                "vs_autodiff": steps_per_s / (PER / per_10k["funcbp-autodiff"]),
-                "roofline_frac": impl.models * roofline_s / s,
-                "gflops": flops * steps_per_s / 1e9,
-                "compile_s": impl.compile_s,
-                "peak_mem_mb": impl.peak_mem_mb,
-                "max_param_diff_vs_manual": diff,
-                "rounds_s": impl.times,
-            }
-        )
+    results = _results(impls, finals, steps, roofline_s, flops)
     return {
         "device": device_info(),
         "steps": steps,

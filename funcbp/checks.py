@@ -18,7 +18,7 @@ from jax.typing import DTypeLike
 
 from funcbp import layers, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
-from funcbp.net import two_layer
+from funcbp.zoo import two_layer_net
 
 __all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
 
@@ -95,16 +95,18 @@ LAYER_CHECKS: tuple[Check, ...] = (
 )
 
 
+# Small sizes keep the finite differences quick.
+_SMALL_TWO_LAYER = two_layer_net(12, 8, 5)
+
+
 def _two_layer_args(rng, dtype):
-    # Small sizes keep the finite differences quick; weights of std 0.5 keep most
-    # ReLU inputs well off the kink.
-    shapes = {"W1": (12, 8), "b1": (8,), "W2": (8, 5), "b2": (5,)}
-    params = {k: _normal(rng, shape, dtype, 0.5) for k, shape in shapes.items()}
+    # Weights of std 0.5 keep most ReLU inputs well off the kink.
+    params = {s.name: _normal(rng, s.shape, dtype, 0.5) for s in _SMALL_TWO_LAYER.param_specs}
     return params, _normal(rng, (3, 12), dtype), _labels(rng, 3, 5)
 
 
 NETWORK_CHECKS: tuple[Check, ...] = (
-    Check("two_layer", two_layer.loss, two_layer.reference_loss, _two_layer_args),
+    Check("two_layer", _SMALL_TWO_LAYER.loss, _SMALL_TWO_LAYER.reference_loss, _two_layer_args),
 )
 
 CHECKS: tuple[Check, ...] = LAYER_CHECKS + NETWORK_CHECKS

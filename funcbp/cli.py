@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -91,6 +92,49 @@ def _format_gradcheck(results, dtype: str) -> str:
 # --- train / evaluate ---------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _finite(text: str, minimum: float = 0.0, strict: bool = True) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+        raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    return _finite(text)
+
+
+def _ratio(text: str) -> float:
+    value = _finite(text, strict=False)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a ratio in [0, 1), got {text!r}")
+    return value
+
+
+def _init_std(text: str) -> float | str:
+    return text if text in ("he", "xavier") else _finite(text)
+
+
 def _hidden_sizes(text: str) -> tuple[int, ...]:
     try:
         sizes = tuple(int(h) for h in text.split(","))
@@ -103,148 +147,182 @@ def _hidden_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def _checkpoint_every(text: str) -> int | float:
+    if text.endswith("s"):
+        return _finite(text[:-1])
+    return _positive_int(text)
+
+
+# The flags that define a run, as TrainConfig fields (--resume compares them to the run's).
+_RUN_FLAGS = {
+    "model": "--model",
+    "data": "--data",
+    "iters": "--iters",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "optimizer": "--optimizer",
+    "lr": "--lr",
+    "hidden": "--hidden",
+    "activation": "--activation",
+    "weight_init_std": "--weight-init-std",
+    "batch_norm": "--batch-norm",
+    "dropout": "--dropout",
+    "weight_decay": "--weight-decay",
+    "grad": "--grad",
+    "seed": "--seed",
+    "seeds": "--seeds",
+    "shared_batches": "--shared-batches",
+    "eval_every": "--eval-every",
+    "devices": "--devices",
+    "mesh_axes": "--mesh-axes",
+}
+
+
 def _add_train(sub) -> None:
-    from funcbp.net import ACTIVATIONS
-    from funcbp.train import GRADS, OPTIMIZERS
+    from funcbp.config import MESH_AXES, OPTIMIZERS, RECIPES, TRAIN_GRADIENTS
+    from funcbp.zoo import ACTIVATIONS
 
     p = sub.add_parser(
         "train",
-        help="train the book's network (784-50-10, SGD lr 0.1, batch 100, 10,000 iters)",
+        help="train one of the book's networks (default: 784-50-10, SGD lr 0.1, 10,000 iters)",
         description="Train on MNIST in a jitted lax.scan loop and write a run folder "
-        "(metrics.json, curve.png, params.npz, checkpoint).",
+        "(metrics.json, curve.png, params.npz, checkpoint). Unset options take the model's "
+        "recipe, the book's own training script for it.",
+        argument_default=argparse.SUPPRESS,  # what was not given stays out of args
     )
-    p.add_argument(
+    run = p.add_argument_group("the run (fixed once it starts; --resume refuses changes)")
+    run.add_argument("--model", choices=list(RECIPES), help="default two-layer")
+    run.add_argument(
         "--data",
-        default="mnist-5k",
         help="mnist-5k (bundled, default), mnist (IDX files in $FUNCBP_DATA_DIR or the "
         "cache, downloaded if missing) or a folder holding the four IDX files",
     )
-    p.add_argument("--iters", type=int, default=10_000)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, help="learning rate (default: the optimizer's book default)")
-    p.add_argument("--hidden", type=_hidden_sizes, default=(50,), help="e.g. 50 or 100,100")
-    p.add_argument("--activation", choices=ACTIVATIONS, default="relu")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd")
-    p.add_argument("--grad", choices=GRADS, default="manual")
-    p.add_argument("--weight-init-std", default="0.01", help="a number, he or xavier")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--eval-every", type=int, help="iterations between evaluations (default: an epoch)"
+    length = run.add_mutually_exclusive_group()
+    length.add_argument("--iters", type=_positive_int, help="iterations (default: the recipe)")
+    length.add_argument("--epochs", type=_positive_float, help="epochs, instead of --iters")
+    run.add_argument("--batch-size", type=_positive_int, help="default 100")
+    run.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default: the recipe's")
+    run.add_argument("--lr", type=_positive_float, help="default: the recipe's or the book's")
+    run.add_argument("--hidden", type=_hidden_sizes, help="MLPs: widths, e.g. 50 or 100,100")
+    run.add_argument("--activation", choices=ACTIVATIONS, help="MLPs: default relu")
+    run.add_argument("--weight-init-std", type=_init_std, help="a number, he or xavier")
+    run.add_argument("--batch-norm", action="store_true", help="multi-layer: batch norm")
+    run.add_argument("--dropout", type=_ratio, metavar="RATE", help="multi-layer: dropout ratio")
+    run.add_argument(
+        "--weight-decay",
+        type=_finite_nonnegative,
+        metavar="LAMBDA",
+        help="multi-layer: L2 weight decay",
     )
-    p.add_argument("--out", help="run folder (default: runs/<timestamp>)")
-    p.add_argument("--resume", metavar="DIR", help="continue a checkpointed run in DIR")
-    p.add_argument(
-        "--devices",
-        type=int,
-        help="data-parallel over N devices (default: every device, as many as divide the batch)",
-    )
-    p.add_argument(
-        "--mesh-axes",
-        choices=["explicit", "auto"],
-        default="explicit",
-        help="the device mesh's axis type (default explicit)",
-    )
-    p.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process: process 0's address")
-    p.add_argument("--num-processes", type=int, metavar="N", help="multi-process: how many")
-    p.add_argument("--process-id", type=int, metavar="I", help="multi-process: this one, 0..N-1")
-    p.add_argument(
+    run.add_argument("--grad", choices=TRAIN_GRADIENTS, help="default manual")
+    run.add_argument("--seed", type=_seed, help="default 0")
+    run.add_argument(
         "--seeds",
-        type=int,
-        default=1,
+        type=_positive_int,
         metavar="K",
-        help="train K models in one program, seeds seed..seed+K-1 (default 1)",
+        help="train K models in one program, seeds seed..seed+K-1",
     )
-    p.add_argument(
+    run.add_argument(
         "--shared-batches",
         action="store_true",
-        help="with --seeds: all K models see the same minibatches",
+        help="with --seeds: all K models see the first seed's minibatches",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    how = p.add_argument_group("how it runs (--resume honours changes)")
+    how.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        help="iterations between evaluations (default: an epoch)",
+    )
+    how.add_argument(
+        "--devices",
+        type=_positive_int,
+        help="data-parallel over N devices (default: as many as divide the batch)",
+    )
+    how.add_argument("--mesh-axes", choices=MESH_AXES, help="the mesh's axis type (explicit)")
+    how.add_argument("--out", help="run folder (default: a new runs/<date>-<time>-<id>)")
+    how.add_argument(
+        "--overwrite", action="store_true", help="replace the run files in a non-empty --out"
+    )
+    how.add_argument("--resume", metavar="DIR", help="continue the checkpointed run in DIR")
+    how.add_argument(
+        "--checkpoint-every",
+        type=_checkpoint_every,
+        metavar="N|Ns",
+        help="checkpoint every N iterations, or every N seconds (default 60s)",
+    )
+    how.add_argument(
+        "--log-every",
+        type=_positive_int,
+        metavar="N",
+        help="iterations between log lines (default: a tenth of the run)",
+    )
+    how.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    how.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="multi-process: process 0's address"
+    )
+    how.add_argument(
+        "--num-processes", type=_positive_int, metavar="N", help="multi-process: how many"
+    )
+    how.add_argument("--process-id", type=int, metavar="I", help="multi-process: this one, 0..N-1")
     p.set_defaults(run=_run_train)
 
 
+def _finite_nonnegative(text: str) -> float:
+    return _finite(text, strict=False)
+
+
 def _run_train(args) -> int:
-    import time
-    from pathlib import Path
-
+    from funcbp import runs
+    from funcbp.config import TrainConfig
     from funcbp.distributed import initialize
-    from funcbp.train import Interrupted, TrainConfig, load_checkpoint_config, train
+    from funcbp.train import Diverged, Interrupted, fit, resume
 
-    # Before anything touches a device; the JAX_* environment variables work too.
-    initialize(args.coordinator, args.num_processes, args.process_id)
-    if args.resume:
-        out = Path(args.resume)
-        config = load_checkpoint_config(out)
-        if "--iters" in (args.argv or []):
-            config = TrainConfig.from_dict({**config.to_dict(), "iters": args.iters})
+    given = {name: getattr(args, name) for name in _RUN_FLAGS if hasattr(args, name)}
+    options = {
+        "checkpoint_every": getattr(args, "checkpoint_every", None),
+        "log_every": getattr(args, "log_every", None),
+        "progress": not getattr(args, "quiet", False),
+        "log": (lambda line: None) if getattr(args, "quiet", False) else print,
+    }
+    if hasattr(args, "resume"):
+        for flag in ("out", "overwrite"):
+            if hasattr(args, flag):
+                raise UsageError(
+                    f"--{flag} cannot be used with --resume, which continues in its DIR"
+                )
+        out = args.resume
     else:
-        std = args.weight_init_std
-        if std not in ("he", "xavier"):
-            std = _positive_float("weight-init-std", std)
-        config = TrainConfig(
-            data=args.data,
-            iters=args.iters,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            hidden=args.hidden,
-            activation=args.activation,
-            optimizer=args.optimizer,
-            grad=args.grad,
-            weight_init_std=std
-            if std in ("he", "xavier")
-            else _positive_float("weight-init-std", std),
-            seed=args.seed,
-            eval_every=args.eval_every,
-            devices=args.devices,
-            mesh_axes=args.mesh_axes,
-        )
-        out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    log = (lambda line: None) if args.quiet else print
-    if args.seeds < 1:
-        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    if args.shared_batches and args.seeds == 1:
-        raise UsageError("--shared-batches needs --seeds K with K > 1")
-    if args.seeds > 1:
-        if args.resume:
-            raise UsageError("--resume is for single-model runs; --seeds runs are not resumable")
-        from funcbp.ensemble import train_ensemble
-
-        metrics = train_ensemble(
-            config,
-            args.seeds,
-            shared_batches=args.shared_batches,
-            out=out,
-            progress=not args.quiet,
-            log=log,
-        )
-        summary = metrics["summary"]
-        print(
-            f"{args.seeds} models: test acc {summary['test_acc']['mean']:.4f} "
-            f"± {summary['test_acc']['std']:.4f}; wrote {out}"
-        )
-        return 0
+        config = TrainConfig(**given)  # every value checked before any data or device
+        out = getattr(args, "out", None) or runs.default_out()
+    # Before anything touches a device; the JAX_* environment variables work too.
+    initialize(*(getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")))
     try:
-        metrics = train(config, out, resume=bool(args.resume), progress=not args.quiet, log=log)
+        if hasattr(args, "resume"):
+            result = resume(out, given, **options)
+        else:
+            result = fit(config, out, overwrite=getattr(args, "overwrite", False), **options)
     except Interrupted as e:
         print(f"funcbp train: {e}", file=sys.stderr)
-        return 130
+        return 128 + int(e.signum)
+    except Diverged as e:
+        print(f"funcbp train: error: {e}", file=sys.stderr)
+        return 1
+    metrics = result.metrics
     final, timing = metrics["final"], metrics["timing"]
-    print(
-        f"final: train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f}, "
-        f"loss {final['loss']:.4f}; {timing['iters_per_s']:.0f} it/s "
-        f"(compile {timing['compile_s']:.1f} s); wrote {out}"
+    rate = f"{timing['iters_per_s']:,.0f} it/s" if timing["iters_per_s"] else "no training"
+    seconds = (
+        f"{rate} while training (compile {timing['compile_s']:.1f} s, "
+        f"evaluation {timing['eval_s']:.1f} s)"
     )
+    if metrics["config"]["seeds"] == 1:
+        accs = f"train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f}"
+    else:
+        accs = (
+            f"{metrics['config']['seeds']} models: train acc {final['train_acc']['mean']:.4f}"
+            f", test acc {final['test_acc']['mean']:.4f} ± {final['test_acc']['std']:.4f}"
+        )
+    print(f"final: {accs}; {seconds}; wrote {out}")
     return 0
-
-
-def _positive_float(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--{name} must be a number, he or xavier, got {text!r}") from None
-    if not value > 0:
-        raise UsageError(f"--{name} must be > 0, got {text}")
-    return value
 
 
 def _add_evaluate(sub) -> None:
@@ -256,11 +334,27 @@ def _add_evaluate(sub) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from funcbp.train import evaluate_run
+    from funcbp.runs import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data)
-    train_acc, test_acc = result["train_acc"], result["test_acc"]
-    _emit(result, args.json, f"{args.run_dir}: train acc {train_acc:.4f}, test acc {test_acc:.4f}")
+    if "models" in result:
+        lines = [
+            f"seed {m['seed']}: train acc {m['train_acc']:.4f}, test acc {m['test_acc']:.4f}"
+            for m in result["models"]
+        ]
+        train, test = result["train_acc"], result["test_acc"]
+        lines.append(
+            f"{args.run_dir}: {len(result['models'])} models: "
+            f"train acc {train['mean']:.4f} ± {train['std']:.4f}, "
+            f"test acc {test['mean']:.4f} ± {test['std']:.4f}"
+        )
+        text = "\n".join(lines)
+    else:
+        text = (
+            f"{args.run_dir}: train acc {result['train_acc']:.4f}, "
+            f"test acc {result['test_acc']:.4f}"
+        )
+    _emit(result, args.json, text)
     return 0
 
 
@@ -284,8 +378,8 @@ def _add_bench(sub) -> None:
     p.add_argument(
         "--json", metavar="PATH", help="write the report as JSON to PATH, or - for stdout"
     )
-    p.add_argument("--plot", metavar="PATH", help="bar chart PNG (default: bench.png in --out)")
-    p.add_argument("--out", metavar="DIR", help="folder for bench.png (default: the current one)")
+    p.add_argument("--plot", metavar="PATH", help="also draw a bar chart PNG to PATH")
+    p.add_argument("--out", metavar="DIR", help="write bench.json and bench.png into DIR")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     p.add_argument(
         "--seeds", type=int, default=8, metavar="K", help="models trained at once (default 8)"
@@ -304,6 +398,12 @@ def _run_bench(args) -> int:
     if args.seeds <= 0:
         raise UsageError(f"--seeds must be > 0, got {args.seeds}")
     from funcbp.bench import format_table, plot_bench, run_bench
+    from funcbp.io import check_writable
+
+    # Every output place is checked before the minutes of timing, not after.
+    for dest, what in ((args.out, "--out"), (args.plot, "--plot"), (args.json, "--json")):
+        if dest and dest != "-":
+            check_writable(dest if what == "--out" else Path(dest).parent, what)
 
     # With --json - stdout is the JSON alone; progress goes to stderr.
     log = (lambda line: print(line, file=sys.stderr)) if args.json == "-" else print
@@ -316,9 +416,14 @@ def _run_bench(args) -> int:
         seeds=args.seeds,
         log=log,
     )
-    plot = Path(args.plot) if args.plot else Path(args.out or ".") / "bench.png"
-    report["plot"] = str(plot_bench(report, plot))
-    _emit(report, args.json, f"{format_table(report)}\nwrote {plot}")
+    table = format_table(report)
+    # Files only where asked for: --plot, or --out (bench.json and bench.png there).
+    plot = Path(args.plot) if args.plot else (Path(args.out) / "bench.png" if args.out else None)
+    if plot is not None:
+        report["plot"] = str(plot_bench(report, plot))
+        table += f"\nwrote {plot}"
+    json_dest = args.json or (str(Path(args.out) / "bench.json") if args.out else None)
+    _emit(report, json_dest, table)
     return 0
 
 
@@ -397,7 +502,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``funcbp`` command line; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
-    args.argv = argv
     try:
         return args.run(args)
     except (UsageError, ValueError, OSError) as e:

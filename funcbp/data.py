@@ -39,6 +39,7 @@ MNIST_MD5 = {
 }
 DATA_DIR_ENV = "FUNCBP_DATA_DIR"
 SOURCES = ("mnist-5k", "mnist")
+MNIST_IMAGE = (1, 28, 28)
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
 _SPLIT_SEED = 0
 
@@ -314,3 +315,20 @@ def build_mnist_5k(
     with atomic_path(out_path) as tmp:
         _write_npz(tmp, dict(x_train=x[train], t_train=t[train], x_test=x[test], t_test=t[test]))
     return out_path
+
+
+def load_for_model(source: str | os.PathLike, input_shape: Sequence[int]) -> Split:
+    """MNIST from ``source``, normalized, with x shaped ``(n, *input_shape)`` for a model.
+
+    Raises:
+        DataError: the images are not 28x28 (which the book's models take).
+    """
+    (x_train, t_train), (x_test, t_test) = load_mnist(source, flatten=False)
+    for split, x in (("training", x_train), ("test", x_test)):
+        if x.shape[1:] != MNIST_IMAGE:
+            raise DataError(
+                f"data {os.fspath(source)}: the {split} images are {x.shape[2]}x{x.shape[3]}; "
+                "the models take 28x28 MNIST images"
+            )
+    shape = tuple(input_shape)
+    return (x_train.reshape(-1, *shape), t_train), (x_test.reshape(-1, *shape), t_test)

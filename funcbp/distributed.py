@@ -99,28 +99,33 @@ def local_copy(tree: Any) -> Any:
 def feed_batches(
     x: np.ndarray, t: np.ndarray, idx: np.ndarray, mesh: Mesh
 ) -> tuple[jax.Array, jax.Array]:
-    """Global minibatches ``(L, B, ...)`` split over ``batch``, each process giving its rows.
+    """Global minibatches ``x[idx]`` split over ``batch`` on idx's last axis.
+
+    Each process gives only the rows its own devices hold.
 
     Args:
         x, t: this process's copy of the training set, (n, ...) and (n,).
-        idx: (L, B) row indices of L global minibatches, the same in every process.
+        idx: (L, B) row indices of L global minibatches, or (L, K, B) for K
+            models; the same in every process.
         mesh: from :func:`data_parallel_mesh`.
 
     Returns:
-        ``x[idx]`` and ``t[idx]`` as global arrays sharded ``P(None, "batch")``.
+        ``x[idx]`` (idx's shape, then one example's) and ``t[idx]``, as global
+        arrays sharded over ``batch`` on the B axis.
     """
-    steps, batch = idx.shape
+    batch = idx.shape[-1]
     n_dev = mesh.shape[AXIS]
     if batch % n_dev:
         raise ValueError(
             f"batch_size must be divisible by the {n_dev} devices of the mesh, got {batch}"
         )
-    sharding = NamedSharding(mesh, P(None, AXIS))
+    spec = (None,) * (idx.ndim - 1) + (AXIS,)
+    sharding = NamedSharding(mesh, P(*spec))
     # The columns of the global batch that this process's devices hold.
-    spans = sharding.addressable_devices_indices_map((steps, batch)).values()
-    lo = min(s[1].start or 0 for s in spans)
-    hi = max(s[1].stop or batch for s in spans)
-    local = idx[:, lo:hi]
-    xb = jax.make_array_from_process_local_data(sharding, x[local], (steps, batch, *x.shape[1:]))
-    tb = jax.make_array_from_process_local_data(sharding, t[local], (steps, batch))
+    spans = sharding.addressable_devices_indices_map(idx.shape).values()
+    lo = min(s[-1].start or 0 for s in spans)
+    hi = max(s[-1].stop or batch for s in spans)
+    local = idx[..., lo:hi]
+    xb = jax.make_array_from_process_local_data(sharding, x[local], (*idx.shape, *x.shape[1:]))
+    tb = jax.make_array_from_process_local_data(sharding, t[local], idx.shape)
     return xb, tb

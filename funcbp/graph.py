@@ -533,9 +533,9 @@ def _apple_orange():
 
 
 def _two_layer():
-    from funcbp.net import two_layer
+    from funcbp.zoo import two_layer
 
-    params = two_layer.init(jax.random.key(0), input_size=784, hidden_size=50, output_size=10)
+    params = two_layer.init(jax.random.key(0))
     # Four rows of 784 "pixels": arrays are summarized, so the size costs nothing.
     # NumPy draws them, as jax.random would take seconds to compile here.
     rng = np.random.default_rng(0)

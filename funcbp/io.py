@@ -12,7 +12,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_writable",
+]
 
 
 @contextlib.contextmanager
@@ -46,3 +52,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def check_writable(folder: str | os.PathLike, what: str = "folder") -> Path:
+    """Creates ``folder`` if needed and proves a file can be written there, before any work.
+
+    Raises:
+        OSError: one line naming ``what`` and the folder.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise OSError(f"{what} {folder} is not writable: {e.strerror or e}") from None
+    return folder

@@ -1,22 +1,30 @@
 """Networks as ordered sequences of funcbp layers: the book's OrderedDict, done functionally.
 
-A :class:`Network` runs its layers in order for the forward pass. Its
-gradient comes four ways that must agree: ``"manual"`` (``jax.grad`` through
-the hand-written rules), ``"backprop"`` (an explicit reverse sweep that calls
-each layer's hand-written backward rule, with no JAX autodiff, as the book's
-``TwoLayerNet.gradient`` does), ``"autodiff"`` (``jax.grad`` through the
-plain-jnp twins) and ``"numerical"`` (central differences).
+A :class:`Network` runs its :class:`Layer` specs in order, then Softmax-with-Loss.
+Everything a layer keeps between calls is passed in and returned: the params
+dict (``W1``, ``b1``, ``gamma1``, ... in the book's names and shapes), the
+layer state (batch norm's ``running_mean1``, ``running_var1``, ...) and a
+PRNG key (dropout's masks). Eval mode is the default; ``train=True`` uses the
+batch statistics and dropout masks, as the book's ``train_flg=True`` does.
 
-Params are an explicit dict ``{"W1", "b1", "W2", "b2", ...}``, passed in and
-returned, never shared state.
+The loss's gradient comes four ways that must agree (:data:`GRADIENT_METHODS`):
+``"manual"`` (``jax.grad`` through the hand-written rules), ``"backprop"``
+(an explicit reverse sweep that calls each layer's hand-written ``fwd`` and
+``bwd``, with no JAX autodiff, as the book's ``gradient()`` does),
+``"autodiff"`` (``jax.grad`` through the plain-jnp twins) and
+``"numerical"`` (central differences). All four differentiate the training
+loss, as the book's ``gradient()`` does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,171 +34,404 @@ from jax.typing import ArrayLike
 from funcbp import layers, reference
 from funcbp.gradcheck import numerical_gradient
 
-__all__ = ["ACTIVATIONS", "GRADIENT_METHODS", "Layer", "Network", "network", "two_layer"]
+__all__ = ["GRADIENT_METHODS", "Layer", "Network", "ParamSpec"]
 
 Params = dict[str, Array]
+State = dict[str, Array]
 
 GRADIENT_METHODS = ("manual", "backprop", "autodiff", "numerical")
-ACTIVATIONS = ("relu", "sigmoid")
 
 
 @dataclass(frozen=True)
 class Layer:
-    """One entry of the sequence: a funcbp layer, its twin and its params' names."""
+    """One entry of the sequence, called as ``fn(x, *params, *state, [key], **options)``.
+
+    Attributes:
+        name: the book's name for it: ``Affine1``, ``Relu1``, ``Conv1``, ``BatchNorm1``.
+        fn: the funcbp layer (a ``jax.custom_vjp`` function).
+        twin: its plain-jnp twin from :mod:`funcbp.reference`.
+        params: the names of its params, in ``fn``'s argument order (``W1``, ``b1``).
+        state: the names of its state, passed after the params; ``fn`` then
+            returns ``(out, new_state)`` (batch norm's running statistics).
+        random: ``fn`` takes a PRNG key after params and state (dropout).
+        mode: ``fn`` takes ``train=`` (batch norm, dropout).
+        options: static keyword arguments, e.g. ``(("stride", 1), ("pad", 1))``.
+    """
 
     name: str
-    fn: Callable[..., Array]
+    fn: Callable[..., Any]
+    twin: Callable[..., Any]
     params: tuple[str, ...] = ()
+    state: tuple[str, ...] = ()
+    random: bool = False
+    mode: bool = False
+    options: tuple[tuple[str, Any], ...] = ()
 
-    @property
-    def reference(self) -> Callable[..., Array]:
-        return getattr(reference, self.fn.__name__)
+    def _args(self, h, params: Params, state: State, key) -> tuple:
+        key_arg = (key,) if self.random else ()
+        return (h, *(params[p] for p in self.params), *(state[s] for s in self.state), *key_arg)
 
-    def rules(self) -> tuple[Callable, Callable]:
-        """The hand-written ``(fwd, bwd)`` registered with ``defvjp``."""
-        return self.fn.fwd, self.fn.bwd
+    def _kwargs(self, train: bool) -> dict[str, Any]:
+        return {**dict(self.options), **({"train": train} if self.mode else {})}
+
+    def _split(self, out) -> tuple[Array, State]:
+        if not self.state:
+            return out, {}
+        out, new = out
+        return out, dict(zip(self.state, new, strict=True))
+
+    def __call__(self, h, params: Params, state: State, key, *, train: bool, twin: bool = False):
+        """``(out, new_state)``: the layer (or its twin) on ``h``."""
+        fn = self.twin if twin else self.fn
+        return self._split(fn(*self._args(h, params, state, key), **self._kwargs(train)))
+
+    def forward_rule(self, h, params: Params, state: State, key, *, train: bool):
+        """The hand-written ``fwd``: ``(out, new_state, saved)``, ``saved`` for the ``bwd``."""
+        bound = inspect.signature(self.fn.fun).bind(
+            *self._args(h, params, state, key), **self._kwargs(train)
+        )
+        bound.apply_defaults()
+        args = bound.args
+        out, residuals = self.fn.fwd(*args)
+        out, new_state = self._split(out)
+        static = tuple(args[i] for i in self.fn.nondiff_argnums)
+        return out, new_state, (static, residuals, tuple(new_state.values()))
+
+    def backward_rule(self, saved, dout: Array) -> tuple[Array, Params]:
+        """The hand-written ``bwd``: ``(dx, {param name: gradient})``."""
+        static, residuals, new_state = saved
+        if self.state:  # no gradient flows back through the new running statistics
+            dout = (dout, tuple(jnp.zeros_like(s) for s in new_state))
+        dx, *rest = self.fn.bwd(*static, residuals, dout)
+        return dx, dict(zip(self.params, rest[: len(self.params)], strict=True))
+
+
+SOFTMAX_WITH_LOSS = Layer("SoftmaxWithLoss", layers.softmax_with_loss, reference.softmax_with_loss)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One entry of the params (or state) dict: its name, shape and initial value.
+
+    ``init`` is ``"normal"`` (a weight: ``std * normal``, std from
+    ``weight_init_std`` and ``fan_in``), ``"zeros"`` or ``"ones"``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    init: str = "zeros"
+    fan_in: int = 0
 
 
 @dataclass(frozen=True)
 class Network:
-    """Affine -> activation -> ... -> Affine, then Softmax-with-Loss.
+    """Layers in order, then Softmax-with-Loss: the book's networks as pure functions.
+
+    Built by :mod:`funcbp.zoo` (``two_layer``, ``network``, ...), not by hand.
 
     Attributes:
-        hidden_sizes: the widths of the hidden layers, e.g. ``(50,)``.
-        activation: ``"relu"`` or ``"sigmoid"``.
+        name: the model's name, e.g. ``"two-layer"``.
+        layers: the sequence before the loss.
+        input_shape: one example's shape, e.g. ``(784,)`` or ``(1, 28, 28)``.
+        param_specs: every param, in the book's order (``W1``, ``b1``, ...).
+        state_specs: every piece of layer state (``running_mean1``, ...).
+        weight_init_std: the std of every weight, or ``"he"`` (sqrt(2/fan_in))
+            or ``"xavier"`` (sqrt(1/fan_in)).
+        weight_decay: lambda of the book's L2 term ``0.5 * lambda * sum(W**2)``.
     """
 
-    hidden_sizes: tuple[int, ...] = (50,)
-    activation: str = "relu"
+    name: str
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int, ...]
+    param_specs: tuple[ParamSpec, ...]
+    state_specs: tuple[ParamSpec, ...] = ()
+    weight_init_std: float | str = 0.01
+    weight_decay: float = 0.0
 
     def __post_init__(self):
-        sizes = tuple(self.hidden_sizes)
-        if not sizes or any(not isinstance(h, int) or h <= 0 for h in sizes):
-            raise ValueError(f"hidden_sizes must be positive integers, got {self.hidden_sizes!r}")
-        if self.activation not in ACTIVATIONS:
+        _init_std(self.weight_init_std, 1)  # refuses a bad value now, not at init
+        if not (isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < math.inf):
             raise ValueError(
-                f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+                f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
             )
-        object.__setattr__(self, "hidden_sizes", sizes)
-
-    @property
-    def layers(self) -> tuple[Layer, ...]:
-        act = {"relu": ("Relu", layers.relu), "sigmoid": ("Sigmoid", layers.sigmoid)}
-        name, fn = act[self.activation]
-        seq = []
-        for i in range(1, len(self.hidden_sizes) + 2):
-            seq.append(Layer(f"Affine{i}", layers.affine, (f"W{i}", f"b{i}")))
-            if i <= len(self.hidden_sizes):
-                seq.append(Layer(f"{name}{i}", fn))
-        return tuple(seq)
 
     @property
     def last_layer(self) -> Layer:
-        return Layer("SoftmaxWithLoss", layers.softmax_with_loss)
+        return SOFTMAX_WITH_LOSS
+
+    @property
+    def weights(self) -> tuple[str, ...]:
+        """The params that weight decay applies to: the weights, not biases or gammas."""
+        return tuple(s.name for s in self.param_specs if s.init == "normal")
+
+    @property
+    def random(self) -> bool:
+        """Whether training mode needs a PRNG key (the net has dropout)."""
+        return any(layer.random for layer in self.layers)
+
+    def replace(self, **changes) -> Network:
+        """A copy with some fields changed, e.g. ``net.replace(weight_decay=0.1)``."""
+        return dataclasses.replace(self, **changes)
+
+    # --- params and state ---------------------------------------------------
 
     def init(
-        self,
-        key: Array,
-        input_size: int = 784,
-        hidden_size: int | Sequence[int] | None = None,
-        output_size: int = 10,
-        weight_init_std: float | str = 0.01,
-        dtype=jnp.float32,
+        self, key: Array, *, weight_init_std: float | str | None = None, dtype=jnp.float32
     ) -> Params:
-        """Gaussian weights and zero biases, as the book initializes them.
+        """The book's initialization: Gaussian weights, zero biases and betas, unit gammas.
 
         Args:
             key: a ``jax.random`` key.
-            input_size, output_size: D and C.
-            hidden_size: an int or one int per hidden layer; defaults to
-                ``hidden_sizes``.
-            weight_init_std: the std of every W, or ``"he"`` (sqrt(2/n)) or
-                ``"xavier"`` (sqrt(1/n)) with n the layer's fan-in.
+            weight_init_std: overrides the network's own (a number, ``"he"`` or ``"xavier"``).
+            dtype: float32 or float64.
 
         Returns:
-            ``{"W1": (D, H1), "b1": (H1,), ..., "Wk": (Hk-1, C), "bk": (C,)}``.
+            ``{"W1": ..., "b1": ..., ...}`` with the shapes of :attr:`param_specs`.
         """
-        if hidden_size is None:
-            hidden = self.hidden_sizes
-        elif isinstance(hidden_size, int):
-            hidden = (hidden_size,)
-        else:
-            hidden = tuple(hidden_size)
-        if len(hidden) != len(self.hidden_sizes) or any(h <= 0 for h in hidden):
-            raise ValueError(
-                f"hidden_size must be {len(self.hidden_sizes)} positive width(s), "
-                f"got {hidden_size!r}"
-            )
-        for name, size in (("input_size", input_size), ("output_size", output_size)):
-            if size <= 0:
-                raise ValueError(f"{name} must be positive, got {size}")
-        sizes = (input_size, *hidden, output_size)
-        stds = tuple(_init_std(weight_init_std, n_in) for n_in in sizes[:-1])
-        return _init_params(key, sizes, stds, jnp.dtype(dtype))
+        std = self.weight_init_std if weight_init_std is None else weight_init_std
+        stds = tuple(
+            _init_std(std, s.fan_in) if s.init == "normal" else 0.0 for s in self.param_specs
+        )
+        params = _init_params(key, self.param_specs, stds, jnp.dtype(dtype))
+        return {s.name: params[s.name] for s in self.param_specs}  # the book's order, not sorted
 
-    def _forward(self, params: Params, x: ArrayLike, twins: bool) -> Array:
-        h = x
-        for layer in self.layers:
-            fn = layer.reference if twins else layer.fn
+    def init_state(self, dtype=jnp.float32) -> State:
+        """The layer state before training: zero running statistics, as the book starts them."""
+        return {s.name: jnp.zeros(s.shape, dtype) for s in self.state_specs}
+
+    def check_params(self, params: Params, state: State | None = None) -> None:
+        """Raises ValueError unless ``params`` (and ``state``) have this network's names and shapes.
+
+        ``state`` is checked when given, or when the network has state.
+        """
+        groups = [("params", params, self.param_specs)]
+        if state is not None or self.state_specs:
+            groups.append(("state", state or {}, self.state_specs))
+        for what, tree, specs in groups:
+            names = [s.name for s in specs]
+            if not isinstance(tree, dict) or sorted(tree) != sorted(names):
+                got = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
+                raise ValueError(f"{what} must hold {', '.join(names) or 'nothing'}, got {got}")
+            for s in specs:
+                shape = tuple(jnp.shape(tree[s.name]))
+                if shape != s.shape:
+                    raise ValueError(
+                        f"{what}[{s.name!r}] must have shape {s.shape} for {self.name}, got {shape}"
+                    )
+
+    # --- forward --------------------------------------------------------------
+
+    def forward(
+        self,
+        params: Params,
+        x: ArrayLike,
+        state: State | None = None,
+        *,
+        train: bool = False,
+        key: Array | None = None,
+        twins: bool = False,
+        start: int = 0,
+    ) -> tuple[Array, State]:
+        """``(scores, new_state)``: layers ``start..`` in order, each in its ``jax.named_scope``.
+
+        ``twins`` runs the plain-jnp twins instead of the hand-written layers.
+        """
+        state = self._state(state)
+        keys = self._keys(train, key)
+        h, new_state = jnp.asarray(x), dict(state)
+        for i, layer in enumerate(self.layers[start:], start):
             with jax.named_scope(layer.name):
-                h = fn(h, *(params[p] for p in layer.params))
-        return h
+                h, updated = layer(h, params, state, keys.get(i), train=train, twin=twins)
+            new_state.update(updated)
+        return h, new_state
 
-    def predict(self, params: Params, x: ArrayLike) -> Array:
-        """Scores (N, C): the last Affine's output; softmax is only for the loss."""
-        return self._forward(params, x, twins=False)
+    def predict(
+        self,
+        params: Params,
+        x: ArrayLike,
+        state: State | None = None,
+        *,
+        train: bool = False,
+        key: Array | None = None,
+    ):
+        """Scores (N, C): the last Affine's output; softmax is only for the loss.
 
-    def loss(self, params: Params, x: ArrayLike, t: ArrayLike) -> Array:
-        """Mean Softmax-with-Loss over the batch; t one-hot (N, C) or indices (N,)."""
-        scores = self._forward(params, x, twins=False)
-        with jax.named_scope(self.last_layer.name):
-            return self.last_layer.fn(scores, t)
+        Eval mode by default, as the book's ``predict(x, train_flg=False)``;
+        with ``train=True`` (which needs ``key`` if the net has dropout) it
+        returns ``(scores, new_state)``.
+        """
+        scores, new_state = self.forward(params, x, state, train=train, key=key)
+        return (scores, new_state) if train else scores
 
-    def reference_loss(self, params: Params, x: ArrayLike, t: ArrayLike) -> Array:
+    def loss(
+        self,
+        params: Params,
+        x: ArrayLike,
+        t: ArrayLike,
+        state: State | None = None,
+        *,
+        train: bool = False,
+        key: Array | None = None,
+    ):
+        """Mean Softmax-with-Loss (plus weight decay); t one-hot (N, C) or indices (N,).
+
+        A scalar in eval mode; ``(loss, new_state)`` with ``train=True``.
+        """
+        return self._loss(params, x, t, state, train=train, key=key, twins=False)
+
+    def reference_loss(
+        self,
+        params: Params,
+        x: ArrayLike,
+        t: ArrayLike,
+        state: State | None = None,
+        *,
+        train: bool = False,
+        key: Array | None = None,
+    ):
         """:meth:`loss` through the plain-jnp twins, for ``jax.grad`` to differentiate."""
-        return self.last_layer.reference(self._forward(params, x, twins=True), t)
+        return self._loss(params, x, t, state, train=train, key=key, twins=True)
 
-    def accuracy(self, params: Params, x: ArrayLike, t: ArrayLike) -> Array:
-        """The fraction of rows whose highest score is the label."""
+    def _loss(self, params, x, t, state, *, train, key, twins, start=0, h=None):
+        if h is None:
+            h = x
+        scores, new_state = self.forward(
+            params, h, state, train=train, key=key, twins=twins, start=start
+        )
+        last = self.last_layer
+        with jax.named_scope(last.name):
+            loss = (last.twin if twins else last.fn)(scores, t)
+        if self.weight_decay:
+            loss = loss + self.decay_loss(params, twins=twins)
+        return (loss, new_state) if train else loss
+
+    def decay_loss(self, params: Params, *, twins: bool = False) -> Array:
+        """The book's ``0.5 * lambda * sum(W**2)`` over the weights; 0 without weight decay."""
+        if not self.weight_decay:
+            return jnp.zeros((), jnp.result_type(*params.values()))
+        from funcbp import norm
+
+        fn = reference.weight_decay if twins else norm.weight_decay
+        with jax.named_scope("WeightDecay"):
+            return fn(tuple(params[w] for w in self.weights), float(self.weight_decay))
+
+    def accuracy(self, params: Params, x: ArrayLike, t: ArrayLike, state: State | None = None):
+        """The fraction of rows whose highest score (eval mode) is the label."""
         t = jnp.asarray(t)
         if t.ndim == 2:
             t = jnp.argmax(t, axis=1)
-        return jnp.mean(jnp.argmax(self.predict(params, x), axis=1) == t)
+        predicted = jnp.argmax(self.predict(params, x, state), axis=1)
+        return jnp.mean(predicted == t.astype(predicted.dtype))
 
-    def backprop(self, params: Params, x: ArrayLike, t: ArrayLike) -> Params:
+    # --- gradients --------------------------------------------------------------
+
+    def value_and_grad(
+        self,
+        params: Params,
+        x: ArrayLike,
+        t: ArrayLike,
+        state: State | None = None,
+        *,
+        key: Array | None = None,
+        method: str = "manual",
+    ) -> tuple[tuple[Array, State], Params]:
+        """``((loss, new_state), grads)`` of the training loss, by one of the gradient methods."""
+        if method == "manual":
+            train_loss = partial(self.loss, train=True, key=key)
+            return jax.value_and_grad(train_loss, has_aux=True)(params, x, t, state)
+        if method == "autodiff":
+            train_loss = partial(self.reference_loss, train=True, key=key)
+            return jax.value_and_grad(train_loss, has_aux=True)(params, x, t, state)
+        if method == "backprop":
+            return self._backprop(params, x, t, state, key)
+        if method == "numerical":
+            value = self.loss(params, x, t, state, train=True, key=key)
+            grads = numerical_gradient(
+                lambda p: self.loss(p, x, t, state, train=True, key=key)[0], params
+            )
+            return value, grads
+        raise ValueError(f"method must be one of {', '.join(GRADIENT_METHODS)}, got {method!r}")
+
+    def gradient(
+        self,
+        params: Params,
+        x: ArrayLike,
+        t: ArrayLike,
+        state: State | None = None,
+        *,
+        key: Array | None = None,
+        method: str = "manual",
+    ) -> Params:
+        """The training loss's gradient by one of :data:`GRADIENT_METHODS`; they agree."""
+        return self.value_and_grad(params, x, t, state, key=key, method=method)[1]
+
+    def backprop(
+        self,
+        params: Params,
+        x: ArrayLike,
+        t: ArrayLike,
+        state: State | None = None,
+        *,
+        key: Array | None = None,
+    ) -> Params:
         """The book's ``gradient()``: forward, then each hand-written backward in reverse.
 
         No JAX autodiff is involved: every ``fwd`` keeps its residuals, and
         every ``bwd`` is called with them and the upstream ``dout``.
         """
-        h, saved = jnp.asarray(x), []
-        for layer in self.layers:
-            fwd, _ = layer.rules()
-            h, res = fwd(h, *(params[p] for p in layer.params))
-            saved.append(res)
-        fwd, bwd = self.last_layer.rules()
-        loss, res = fwd(h, t)
-        dout, _ = bwd(res, jnp.ones_like(loss))
+        return self._backprop(params, x, t, state, key)[1]
+
+    def _backprop(self, params, x, t, state, key):
+        state = self._state(state)
+        keys = self._keys(True, key)
+        h, new_state, saved = jnp.asarray(x), dict(state), []
+        for i, layer in enumerate(self.layers):
+            h, updated, s = layer.forward_rule(h, params, state, keys.get(i), train=True)
+            new_state.update(updated)
+            saved.append(s)
+        loss, residuals = self.last_layer.fn.fwd(h, t)
+        dout, _ = self.last_layer.fn.bwd(residuals, jnp.ones_like(loss))
 
         grads = {}
-        for layer, res in zip(reversed(self.layers), reversed(saved), strict=True):
-            dout, *dparams = layer.rules()[1](res, dout)
-            grads.update(zip(layer.params, dparams, strict=True))
-        return {name: grads[name] for name in params}
+        if self.weight_decay:
+            from funcbp import norm
 
-    def gradient(
-        self, params: Params, x: ArrayLike, t: ArrayLike, method: str = "manual"
-    ) -> Params:
-        """The loss's gradient by one of :data:`GRADIENT_METHODS`; they agree."""
-        if method == "manual":
-            return jax.grad(self.loss)(params, x, t)
-        if method == "backprop":
-            return self.backprop(params, x, t)
-        if method == "autodiff":
-            return jax.grad(self.reference_loss)(params, x, t)
-        if method == "numerical":
-            return numerical_gradient(lambda p: self.loss(p, x, t), params)
-        raise ValueError(f"method must be one of {', '.join(GRADIENT_METHODS)}, got {method!r}")
+            weights = tuple(params[w] for w in self.weights)
+            decay, residuals = norm.weight_decay.fwd(weights, float(self.weight_decay))
+            (dweights,) = norm.weight_decay.bwd(
+                float(self.weight_decay), residuals, jnp.ones_like(decay)
+            )
+            loss = loss + decay
+            grads.update(zip(self.weights, dweights, strict=True))
+        for layer, s in zip(reversed(self.layers), reversed(saved), strict=True):
+            dout, dparams = layer.backward_rule(s, dout)
+            for name, g in dparams.items():
+                grads[name] = grads[name] + g if name in grads else g
+        return (loss, new_state), {name: grads[name] for name in params}
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _state(self, state: State | None) -> State:
+        if state is None:
+            if self.state_specs:
+                names = ", ".join(s.name for s in self.state_specs)
+                raise ValueError(
+                    f"state must hold {names} for {self.name}'s batch norm "
+                    "(see init_state), got None"
+                )
+            return {}
+        return state
+
+    def _keys(self, train: bool, key) -> dict[int, Array]:
+        """One key per dropout layer in training mode, folded from ``key`` by layer index."""
+        random = [i for i, layer in enumerate(self.layers) if layer.random]
+        if not (train and random):
+            return {}
+        if key is None:
+            raise ValueError(
+                f"key must be a PRNG key: {self.name} has dropout in train mode, got None"
+            )
+        return {i: jax.random.fold_in(key, i) for i in random}
 
 
 def _init_std(weight_init_std: float | str, fan_in: int) -> float:
@@ -198,30 +439,30 @@ def _init_std(weight_init_std: float | str, fan_in: int) -> float:
         return math.sqrt(2.0 / fan_in)
     if weight_init_std in ("xavier", "sigmoid"):
         return math.sqrt(1.0 / fan_in)
-    if isinstance(weight_init_std, int | float) and weight_init_std > 0:
+    if (
+        isinstance(weight_init_std, int | float)
+        and not isinstance(weight_init_std, bool)
+        and 0 < weight_init_std < math.inf
+    ):
         return float(weight_init_std)
     raise ValueError(
-        f"weight_init_std must be a positive number, 'he' or 'xavier', got {weight_init_std!r}"
+        f"weight_init_std must be a positive finite number, 'he' or 'xavier', "
+        f"got {weight_init_std!r}"
     )
 
 
-# One compiled program for all the layers: jax.random compiles per shape otherwise.
+# One compiled program for all the params: jax.random compiles per shape otherwise.
 @partial(jax.jit, static_argnums=(1, 2, 3))
-def _init_params(key: Array, sizes: tuple[int, ...], stds: tuple[float, ...], dtype) -> Params:
+def _init_params(
+    key: Array, specs: tuple[ParamSpec, ...], stds: tuple[float, ...], dtype
+) -> Params:
+    keys = jax.random.split(key, len(specs))
     params = {}
-    keys = jax.random.split(key, len(sizes) - 1)
-    for i, (k, n_in, n_out, std) in enumerate(zip(keys, sizes, sizes[1:], stds, strict=False), 1):
-        params[f"W{i}"] = std * jax.random.normal(k, (n_in, n_out), dtype)
-        params[f"b{i}"] = jnp.zeros(n_out, dtype)
+    for k, spec, std in zip(keys, specs, stds, strict=True):
+        if spec.init == "normal":
+            params[spec.name] = std * jax.random.normal(k, spec.shape, dtype)
+        elif spec.init == "ones":
+            params[spec.name] = jnp.ones(spec.shape, dtype)
+        else:
+            params[spec.name] = jnp.zeros(spec.shape, dtype)
     return params
-
-
-def network(hidden_sizes: int | Sequence[int] = (50,), activation: str = "relu") -> Network:
-    """The book's MultiLayerNet: ``network([100, 100], "sigmoid")``."""
-    if isinstance(hidden_sizes, int):
-        hidden_sizes = (hidden_sizes,)
-    return Network(tuple(hidden_sizes), activation)
-
-
-two_layer = Network((50,), "relu")
-"""The book's TwoLayerNet: Affine1 -> Relu1 -> Affine2 -> SoftmaxWithLoss."""

@@ -1,17 +1,39 @@
-"""The funcbp command, called through main(argv) as a user would."""
+"""The funcbp command, called through main(argv) as a user would: one-line errors, no lost work."""
 
+import gzip
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from funcbp import checks, reference
-from funcbp.cli import main
+from funcbp.cli import _parser, main
+from tests.test_data import idx_bytes
 from tests.test_gradcheck import _leaky_relu_rule
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def _exit_status(argv) -> int:
+    # argparse's own errors leave by SystemExit; ours return the status.
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def _one_line_error(capsys, message: str) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
+    return err
+
+
+# --- gradcheck --------------------------------------------------------------
 
 
 def test_gradcheck_json_to_stdout(capsys):
@@ -48,108 +70,328 @@ def test_gradcheck_exits_1_when_a_rule_is_wrong(monkeypatch, capsys):
 
 def test_gradcheck_unknown_name_is_one_line(capsys):
     assert main(["gradcheck", "--only", "nope"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "names must be among" in err and "Traceback" not in err
+    _one_line_error(capsys, "names must be among")
 
 
 def test_unknown_dtype_is_rejected_by_argparse(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["gradcheck", "--dtype", "float16"])
-    assert exc.value.code == 2
+    assert _exit_status(["gradcheck", "--dtype", "float16"]) == 2
     assert "invalid choice: 'float16'" in capsys.readouterr().err
 
 
-# --- train / evaluate ---------------------------------------------------------
+# --- train: bad input ---------------------------------------------------------------
+
+
+def _idx_folder(folder, train_shape=(28, 28), test_shape=(28, 28)):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, (200, *train_shape), np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, 200).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, (50, *test_shape), np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, 50).astype(np.uint8),
+    }
+    for name, array in arrays.items():
+        (folder / name).write_bytes(gzip.compress(idx_bytes(array), mtime=0))
+    return folder
+
+
+BAD_TRAIN = [
+    (["--lr", "0"], "argument --lr: expected a finite number > 0, got '0'"),
+    (["--lr", "-0.5"], "argument --lr: expected a finite number > 0"),
+    (["--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
+    (["--lr=nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
+    (["--weight-init-std", "inf"], "argument --weight-init-std: expected a finite number"),
+    (["--batch-size", "0"], "argument --batch-size: expected an integer > 0, got '0'"),
+    (["--batch-size", "4001"], "batch_size must be at most the training set's size 4000"),
+    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
+    (["--hidden", "0"], "argument --hidden: hidden sizes must be positive"),
+    (["--hidden", "50,,"], "argument --hidden: expected widths like 50 or 100,100"),
+    (["--hidden", "50,50"], "hidden must be one width for two-layer (use model multi-layer"),
+    (["--hidden", "50000000"], "the model does not fit: 39,750,000,010 parameters"),
+    (["--dropout", "0.5"], "dropout applies to model multi-layer, not two-layer"),
+    (["--data", "/no/such/folder"], "/no/such/folder"),
+    (["--iters", "0"], "argument --iters: expected an integer > 0, got '0'"),
+    (["--iters", "5", "--epochs", "2"], "not allowed with argument --iters"),
+    (["--seeds", "0"], "argument --seeds: expected an integer > 0"),
+    (["--seed", "99999999999999999999"], r"seed must be an integer in [0, 4294967295]"),
+    (["--seed", "4294967296"], "seed must be an integer in [0, 4294967295], got 4294967296"),
+    (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
+    (["--shared-batches"], "shared_batches needs seeds > 1"),
+    (["--grad", "numerical"], "argument --grad: invalid choice: 'numerical'"),
+    (["--checkpoint-every", "0"], "argument --checkpoint-every: expected an integer > 0"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
+def test_train_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _exit_status(["train", "--quiet", "--out", str(out), *argv]) == 2
+    _one_line_error(capsys, message)
+    assert not out.exists()
+
+
+def test_resuming_a_folder_without_a_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(["train", "--quiet", "--resume", str(tmp_path / "nope")]) == 2
+    _one_line_error(capsys, "no checkpoint.json there")
+    assert not (tmp_path / "nope").exists()
+
+
+@pytest.mark.parametrize("shape", [(20, 20), (14, 56)])
+def test_images_of_another_size_are_refused_before_training(shape, tmp_path, capsys):
+    folder = _idx_folder(tmp_path / "data", test_shape=shape)
+    out = tmp_path / "run"
+    assert main(["train", "--quiet", "--data", str(folder), "--out", str(out)]) == 2
+    _one_line_error(capsys, f"the test images are {shape[0]}x{shape[1]}; the models take 28x28")
+    assert not out.exists()
+
+
+def test_a_corrupt_idx_folder_is_one_line(tmp_path, capsys):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (folder / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    assert main(["train", "--quiet", "--data", str(folder), "--out", str(tmp_path / "r")]) == 2
+    _one_line_error(capsys, "train-images-idx3-ubyte")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """``funcbp train --iters 120 --eval-every 40``: a finished run."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert (
+        main(["train", "--quiet", "--iters", "120", "--eval-every", "40", "--out", str(out)]) == 0
+    )
+    return out
+
+
+def _snapshot(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+OUT_CASES = {
+    "a file": lambda tmp, run: (tmp / "file").write_text("x") and tmp / "file",
+    "below a file": lambda tmp, run: (tmp / "f").write_text("x") and tmp / "f" / "run",
+    "an existing run": lambda tmp, run: run,
+}
+OUT_ERRORS = {
+    "a file": "is a file; expected a folder",
+    "below a file": "is not writable",
+    "an existing run": "already holds files; choose a new folder, resume it with --resume",
+}
+
+
+@pytest.mark.parametrize("case", OUT_CASES)
+def test_out_is_refused_before_anything_runs(case, finished, tmp_path, capsys):
+    out = OUT_CASES[case](tmp_path, finished)
+    before = _snapshot(finished)
+    t0 = time.perf_counter()
+    assert main(["train", "--quiet", "--out", str(out)]) == 2
+    assert time.perf_counter() - t0 < 30  # refused at once, not after 10,000 iterations
+    _one_line_error(capsys, OUT_ERRORS[case])
+    assert _snapshot(finished) == before
+
+
+def test_overwrite_replaces_a_run(finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.json").write_text("{}")
+    assert main(["train", "--quiet", "--iters", "8", "--out", str(run), "--overwrite"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["config"]["iters"] == 8
+
+
+# --- train: resume ----------------------------------------------------------------------
+
+
+def test_resume_continues_refuses_fewer_iterations_and_never_duplicates_history(tmp_path, capsys):
+    run = tmp_path / "rr"
+    assert (
+        main(["train", "--quiet", "--iters", "120", "--eval-every", "40", "--out", str(run)]) == 0
+    )
+    done = _snapshot(run)
+    assert main(["train", "--quiet", "--resume", str(run), "--iters", "40"]) == 2
+    _one_line_error(capsys, "iters 40 is fewer than the 120 iterations already done")
+    assert _snapshot(run) == done
+    assert main(["train", "--quiet", "--resume", str(run), "--iters=200"]) == 0  # equals form
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert [h["iter"] for h in history] == [40, 80, 120, 160, 200]
+    straight = tmp_path / "straight"
+    assert (
+        main(["train", "--quiet", "--iters", "200", "--eval-every", "40", "--out", str(straight)])
+        == 0
+    )
+    a, b = np.load(run / "params.npz"), np.load(straight / "params.npz")
+    for k in b.files:
+        np.testing.assert_array_equal(a[k], b[k])
 
 
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--lr", "0"], "lr must be > 0, got 0.0"),
-        (["--lr", "-0.5"], "lr must be > 0"),
-        (["--batch-size", "0"], "batch_size must be > 0, got 0"),
-        (["--batch-size", "4001"], "batch_size must be at most the training set's size 4000"),
-        (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
-        (["--hidden", "0"], "argument --hidden: hidden sizes must be positive"),
-        (["--hidden", "50,,"], "argument --hidden: expected widths like 50 or 100,100"),
-        (["--data", "/no/such/folder"], "/no/such/folder"),
-        (["--iters", "0"], "iters must be > 0"),
-        (["--seeds", "0"], "--seeds must be >= 1"),
-        (["--resume", "/no/such/run"], "checkpoint.json"),
+        (["--lr", "0.5"], "lr cannot change on resume (the run has 0.1, got 0.5)"),
+        (["--optimizer=adam"], "optimizer cannot change on resume (the run has sgd, got adam)"),
+        (["--batch-size", "50"], "batch_size cannot change on resume"),
+        (["--seeds", "2"], "seeds cannot change on resume"),
+        (["--out", "elsewhere"], "--out cannot be used with --resume"),
+        (["--overwrite"], "--overwrite cannot be used with --resume"),
     ],
 )
-def test_train_bad_input_is_one_line_and_writes_nothing(argv, message, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert _exit_status(["train", "--quiet", "--out", str(out), *argv]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and message in err and "Traceback" not in err
-    assert not out.exists()
+def test_resume_refuses_what_would_change_the_run(argv, message, finished, capsys):
+    before = _snapshot(finished)
+    assert main(["train", "--quiet", "--resume", str(finished), *argv]) == 2
+    _one_line_error(capsys, message)
+    assert _snapshot(finished) == before
 
 
-def _exit_status(argv) -> int:
-    # argparse's own errors leave by SystemExit; ours return the status.
-    try:
-        return main(argv)
-    except SystemExit as e:
-        return e.code
+@pytest.mark.parametrize(
+    ("hurt", "message"),
+    [
+        (lambda run: (run / "checkpoint.json").write_text("{}"), "is damaged: it lacks format"),
+        (lambda run: next(run.glob("checkpoint-*.npz")).write_bytes(b""), "sha256"),
+        (lambda run: (run / "params.npz").write_bytes(os.urandom(100)), None),
+    ],
+    ids=["{} checkpoint.json", "empty arrays", "random params.npz"],
+)
+def test_damaged_files_are_one_line(hurt, message, finished, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    for name, data in _snapshot(finished).items():
+        (run / name).write_bytes(data)
+    hurt(run)
+    if message is None:  # params.npz: evaluate reads it
+        assert main(["evaluate", str(run)]) == 2
+        _one_line_error(capsys, f"{run / 'params.npz'} is damaged")
+    else:
+        assert main(["train", "--quiet", "--resume", str(run), "--iters", "160"]) == 2
+        _one_line_error(capsys, message)
 
 
-def test_train_on_a_corrupt_idx_folder_is_one_line(tmp_path, capsys):
-    folder = tmp_path / "mnist"
-    folder.mkdir()
-    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):  # fmt: skip
-        (folder / name).write_bytes(b"\x00\x00\x08\x03garbage")
-    assert main(["train", "--quiet", "--data", str(folder), "--out", str(tmp_path / "r")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "train-images-idx3-ubyte" in err
+def test_every_train_flag_takes_both_forms():
+    parser = _parser()
+    train = next(
+        a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train")
+    )
+    samples = {
+        "--model": "multi-layer",
+        "--data": "mnist-5k",
+        "--hidden": "20,10",
+        "--optimizer": "adam",
+        "--activation": "sigmoid",
+        "--weight-init-std": "he",
+        "--grad": "backprop",
+        "--mesh-axes": "auto",
+        "--out": "x",
+        "--resume": "x",
+        "--coordinator": "h:1",
+        "--checkpoint-every": "30s",
+        "--dropout": "0.5",
+    }
+    options = [a for a in train._actions if a.option_strings and a.dest != "help"]
+    assert len(options) >= 28
+    for action in options:
+        flag = action.option_strings[0]
+        if action.nargs == 0:  # --quiet and the like take no value
+            continue
+        value = samples.get(flag, "3")
+        spaced = parser.parse_args(["train", flag, value])
+        joined = parser.parse_args(["train", f"{flag}={value}"])
+        assert vars(spaced) == vars(joined), flag
+        assert hasattr(spaced, action.dest), flag
 
 
-def test_train_then_evaluate_then_resume(tmp_path, capsys):
-    out = tmp_path / "run"
-    args = ["train", "--quiet", "--iters", "80", "--eval-every", "40", "--out", str(out)]
-    assert main(args) == 0
-    assert "final: train acc" in capsys.readouterr().out
-    assert main(["evaluate", str(out), "--json", "-"]) == 0
+# --- evaluate ----------------------------------------------------------------
+
+
+def test_evaluate_a_run_and_a_k_model_run(finished, tmp_path, capsys):
+    assert main(["evaluate", str(finished), "--json", "-"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((finished / "metrics.json").read_text())
     assert evaluated["test_acc"] == pytest.approx(metrics["final"]["test_acc"])
-    # Extending a finished run continues from its checkpoint.
-    assert main(["train", "--quiet", "--resume", str(out), "--iters", "120"]) == 0
-    resumed = json.loads((out / "metrics.json").read_text())
-    assert [h["iter"] for h in resumed["history"]] == [40, 80, 120]
-    assert resumed["history"][:2] == metrics["history"]
+    seeds = tmp_path / "seeds"
+    assert main(["train", "--quiet", "--seeds", "2", "--iters", "40", "--out", str(seeds)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(seeds)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("seed 0: train acc") and lines[1].startswith("seed 1: train acc")
+    assert "2 models: train acc" in lines[2] and "±" in lines[2]
 
 
 def test_evaluate_missing_run_is_one_line(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nope")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "metrics.json" in err
+    _one_line_error(capsys, "metrics.json")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_ends_where_an_uninterrupted_run_does(tmp_path):
-    interrupted = tmp_path / "interrupted"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "funcbp.cli", "train", "--iters", "3000", "--eval-every", "40",
-         "--out", str(interrupted)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    # Press Ctrl-C once training is under way: after its first per-epoch line.
-    first = proc.stdout.readline()
-    assert first.lstrip().startswith("iter"), first + proc.stderr.read()[-2000:]
-    proc.send_signal(signal.SIGINT)
+# --- the main job's output ------------------------------------------------------
+
+
+def test_the_main_jobs_output_is_a_few_lines(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--iters", "400", "--eval-every", "8", "--out", str(out)]) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    # At most one log line per tenth of the run, then the final line with one rate.
+    assert 2 <= len(stdout) <= 11, stdout
+    assert stdout[-1].startswith("final: train acc") and stdout[-1].count("it/s") == 1
+    assert stdout[-2].startswith("iter 400/400")
+
+
+# --- signals and lost work (subprocesses) -----------------------------------------
+
+
+def _start(argv, tmp_path):
+    return subprocess.Popen(
+        [sys.executable, "-m", "funcbp.cli", "train", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=ENV,
+    )
+
+
+def _wait_for_checkpoint(run, proc, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not (run / "checkpoint.json").exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(signum, tmp_path):
+    run = tmp_path / "run"
+    argv = ["--iters", "3000", "--eval-every", "3000", "--checkpoint-every", "40", "--quiet"]
+    proc = _start([*argv, "--out", str(run)], tmp_path)
+    _wait_for_checkpoint(run, proc)
+    proc.send_signal(signum)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130, err[-2000:]
-    assert "interrupted at iteration" in err and "--resume" in err and "Traceback" not in err
-    stopped_at = json.loads((interrupted / "checkpoint.json").read_text())["iteration"]
+    if signum == signal.SIGKILL:  # no goodbye: the periodic checkpoint is what is left
+        assert proc.returncode == -signal.SIGKILL
+    else:
+        assert proc.returncode == 128 + signum, err[-2000:]
+        assert err.count("\n") == 1 and "--resume" in err and "Traceback" not in err
+    stopped_at = json.loads((run / "checkpoint.json").read_text())["iteration"]
     assert 0 < stopped_at < 3000
-    assert not (interrupted / "params.npz").exists()
-
-    assert main(["train", "--quiet", "--resume", str(interrupted)]) == 0
+    assert not (run / "params.npz").exists()
+    assert main(["train", "--quiet", "--resume", str(run)]) == 0
     straight = tmp_path / "straight"
-    assert main(["train", "--quiet", "--iters", "3000", "--eval-every", "40",
-                 "--out", str(straight)]) == 0  # fmt: skip
-    a, b = np.load(interrupted / "params.npz"), np.load(straight / "params.npz")
+    assert main(["train", *argv, "--out", str(straight)]) == 0
+    a, b = np.load(run / "params.npz"), np.load(straight / "params.npz")
     for k in b.files:
         np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.slow
+def test_runs_started_together_with_the_default_out_never_share_a_folder(tmp_path):
+    procs = [_start(["--iters", "8", "--quiet"], tmp_path) for _ in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 4
+    for folder in folders:
+        assert json.loads((folder / "metrics.json").read_text())["config"]["iters"] == 8

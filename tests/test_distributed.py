@@ -13,6 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # every check starts Python processes
+
 FOUR_DEVICES = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
 
@@ -32,7 +34,7 @@ def sharded_step():
         import jax, jax.numpy as jnp, numpy as np
         from jax.sharding import NamedSharding, PartitionSpec as P
         from funcbp.distributed import data_parallel_mesh
-        from funcbp.net import two_layer
+        from funcbp.zoo import two_layer
         from funcbp.data import load_mnist
 
         (x, t), _ = load_mnist()
@@ -75,19 +77,17 @@ def short_runs():
     return _run("""
         import json
         import jax, numpy as np
-        from funcbp.train import TrainConfig, fit
+        from funcbp.config import TrainConfig
+        from funcbp.train import fit
 
         out = {}
         for name, devices, axes in [("one", 1, "explicit"), ("explicit", 4, "explicit"),
                                     ("auto", 4, "auto")]:
             cfg = TrainConfig(iters=20, eval_every=20, devices=devices, mesh_axes=axes)
-            params, metrics = fit(cfg, progress=False, log=lambda s: None)
-            out[name] = {"params": {k: v.tolist() for k, v in params.items()},
-                         "loss": metrics["final"]["loss"], "devices": metrics["devices"]}
-        for name, devices in [("full_one", 1), ("full_four", 4)]:
-            # 100 epochs of mnist-5k: test accuracy has long reached its plateau (~0.92).
-            cfg = TrainConfig(iters=4_000, eval_every=4_000, devices=devices)
-            out[name] = fit(cfg, progress=False, log=lambda s: None)[1]["final"]
+            result = fit(cfg, progress=False, log=lambda s: None)
+            out[name] = {"params": {k: v.tolist() for k, v in result.params.items()},
+                         "loss": result.metrics["final"]["loss"],
+                         "devices": result.metrics["devices"]}
         print(json.dumps(out))
     """)
 
@@ -101,13 +101,52 @@ def test_twenty_sharded_steps_match_twenty_single_device_steps(short_runs, axes)
     assert four["loss"] == pytest.approx(one["loss"], rel=1e-5)
 
 
-def test_a_full_sharded_run_reaches_the_single_device_accuracy(short_runs):
+def test_a_full_sharded_run_reaches_the_single_device_accuracy():
+    # 100 epochs of mnist-5k: test accuracy has long reached its plateau (~0.92).
     # Parameters drift apart over thousands of steps (as two runs whose inits differ
     # by 1e-8 do), so only the accuracy is compared.
-    assert short_runs["full_four"]["test_acc"] == pytest.approx(
-        short_runs["full_one"]["test_acc"], abs=0.01
-    )
-    assert short_runs["full_four"]["test_acc"] > 0.9
+    final = _run("""
+        import json
+        from funcbp.config import TrainConfig
+        from funcbp.train import fit
+        out = {n: fit(TrainConfig(iters=4_000, eval_every=4_000, devices=n), progress=False,
+                      log=lambda s: None).metrics["final"]["test_acc"] for n in (1, 4)}
+        print(json.dumps(out))
+    """)
+    assert final["4"] == pytest.approx(final["1"], abs=0.01)
+    assert final["4"] > 0.9
+
+
+def _cli(*argv):
+    proc = subprocess.run(
+        [sys.executable, "-m", "funcbp.cli", "train", "--quiet", *argv],
+        env=FOUR_DEVICES, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def _metrics(out):
+    return json.loads((out / "metrics.json").read_text())
+
+
+def test_k_models_train_on_a_mesh_and_resume_on_another_device_count(tmp_path):
+    # --seeds gets --devices and resume from the same loop as a single model.
+    _cli("--seeds", "2", "--devices", "4", "--iters", "40", "--eval-every", "20",
+         "--out", str(tmp_path / "mesh"))  # fmt: skip
+    _cli("--seeds", "2", "--devices", "1", "--iters", "40", "--eval-every", "20",
+         "--out", str(tmp_path / "one"))  # fmt: skip
+    mesh, one = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
+    assert (mesh["devices"], one["devices"]) == (4, 1)
+    for a, b in zip(mesh["models"], one["models"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    # A 4-device run continues on 1 device, and ends where a 1-device run does.
+    _cli("--resume", str(tmp_path / "mesh"), "--devices", "1", "--iters", "60")
+    _cli("--resume", str(tmp_path / "one"), "--iters", "60")
+    resumed, straight = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
+    assert resumed["devices"] == 1
+    for a, b in zip(resumed["models"], straight["models"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
 
 
 def test_cli_devices_4_and_1_end_with_the_same_loss(tmp_path):
@@ -143,10 +182,11 @@ import json, sys
 import numpy as np
 from funcbp.distributed import initialize
 initialize(f"127.0.0.1:{sys.argv[1]}", 2, int(sys.argv[2]))
-from funcbp.train import TrainConfig, fit
-params, metrics = fit(TrainConfig(iters=20, eval_every=20), progress=False, log=lambda s: None)
-np.savez(sys.argv[3], **params)
-print(json.dumps({k: metrics[k] for k in ("devices", "processes")}))
+from funcbp.config import TrainConfig
+from funcbp.train import fit
+result = fit(TrainConfig(iters=20, eval_every=20), progress=False, log=lambda s: None)
+np.savez(sys.argv[3], **result.params)
+print(json.dumps({k: result.metrics[k] for k in ("devices", "processes")}))
 """
 
 
@@ -173,10 +213,11 @@ def test_two_processes_match_each_other_and_a_single_process_run(tmp_path):
     assert results == [{"devices": 2, "processes": 2}] * 2
     single = _run("""
         import json
-        from funcbp.train import TrainConfig, fit
-        params, _ = fit(TrainConfig(iters=20, eval_every=20, devices=1), progress=False,
-                        log=lambda s: None)
-        print(json.dumps({k: v.tolist() for k, v in params.items()}))
+        from funcbp.config import TrainConfig
+        from funcbp.train import fit
+        result = fit(TrainConfig(iters=20, eval_every=20, devices=1), progress=False,
+                     log=lambda s: None)
+        print(json.dumps({k: v.tolist() for k, v in result.params.items()}))
     """, env=env)  # fmt: skip
     p0, p1 = np.load(tmp_path / "p0.npz"), np.load(tmp_path / "p1.npz")
     for k in single:

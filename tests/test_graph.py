@@ -13,7 +13,7 @@ import pytest
 from funcbp.cli import main
 from funcbp.graph import EXAMPLES, draw, trace
 from funcbp.layers import affine, mul, relu, softmax_with_loss
-from funcbp.net import two_layer
+from funcbp.zoo import two_layer
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 TIMES = "\u00d7"

@@ -1,18 +1,27 @@
-"""The jitted training loop: determinism, no retracing, resume, optimizers, run folder."""
+"""The one training loop: run folders, determinism, resume, signals, divergence, K models."""
 
 import json
+import os
+import signal
+import threading
 
 import chex
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from funcbp.net import two_layer
-from funcbp.train import OPTIMIZERS, TrainConfig, evaluate_run, make_chunk, make_optimizer, train
+from funcbp import runs
+from funcbp.config import TrainConfig
+from funcbp.train import Diverged, Interrupted, fit, resume
 
 QUICK = dict(iters=120, eval_every=40)
+
+
+def _quiet(line):
+    pass
+
+
+def _fit(config, out=None, **kw):
+    return fit(config, out, progress=False, log=_quiet, **kw)
 
 
 def _params(run_dir):
@@ -23,124 +32,145 @@ def _params(run_dir):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    return out, train(TrainConfig(**QUICK), out, progress=False, log=lambda s: None)
+    return out, _fit(TrainConfig(**QUICK), out).metrics
 
 
-def test_run_folder_holds_metrics_curve_and_params(quick_run):
+def test_run_folder_holds_metrics_curve_params_and_checkpoint(quick_run):
     out, metrics = quick_run
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.json", "checkpoint.npz", "curve.png", "metrics.json", "params.npz",
-    ]  # fmt: skip
+        "checkpoint-000000120.npz",
+        "checkpoint.json",
+        "curve.png",
+        "metrics.json",
+        "params.npz",
+    ]
     on_disk = json.loads((out / "metrics.json").read_text())
-    assert on_disk == json.loads(json.dumps(metrics))
+    assert on_disk == json.loads(runs.dumps_json(metrics))
     assert on_disk["config"]["lr"] == 0.1 and on_disk["config"]["hidden"] == [50]
     assert [h["iter"] for h in on_disk["history"]] == [40, 80, 120]
     assert [h["epoch"] for h in on_disk["history"]] == [1.0, 2.0, 3.0]
     assert set(on_disk["final"]) == {"train_acc", "test_acc", "loss"}
-    assert set(on_disk["timing"]) == {"compile_s", "train_s", "iters_per_s"}
+    assert set(on_disk["timing"]) == {"compile_s", "train_s", "eval_s", "iters_per_s"}
+    assert on_disk["timing"]["iters_per_s"] == pytest.approx(120 / on_disk["timing"]["train_s"])
     assert on_disk["final"]["test_acc"] > 0.5  # 120 SGD steps already learn something
+    assert on_disk["final"]["test_acc"] == on_disk["history"][-1]["test_acc"]
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _params(out)["W1"].shape == (784, 50)
 
 
 def test_evaluate_reproduces_the_final_accuracy(quick_run):
     out, metrics = quick_run
-    result = evaluate_run(out)
+    result = runs.evaluate_run(out)
     assert result["test_acc"] == pytest.approx(metrics["final"]["test_acc"])
     assert result["train_acc"] == pytest.approx(metrics["final"]["train_acc"])
 
 
 def test_same_seed_same_run_other_seed_other_run(quick_run, tmp_path):
     out, metrics = quick_run
-    again = train(TrainConfig(**QUICK), tmp_path / "a", progress=False, log=lambda s: None)
+    again = _fit(TrainConfig(**QUICK), tmp_path / "a").metrics
     chex.assert_trees_all_equal(_params(out), _params(tmp_path / "a"))
     assert again["history"] == metrics["history"]
-    train(TrainConfig(**QUICK, seed=1), tmp_path / "b", progress=False, log=lambda s: None)
+    _fit(TrainConfig(**QUICK, seed=1), tmp_path / "b")
     assert not np.array_equal(_params(out)["W1"], _params(tmp_path / "b")["W1"])
 
 
-def test_resumed_run_ends_where_an_uninterrupted_one_does(quick_run, tmp_path):
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(quick_run, tmp_path):
     out, metrics = quick_run
-    train(TrainConfig(**{**QUICK, "iters": 80}), tmp_path, progress=False, log=lambda s: None)
-    resumed = train(TrainConfig(**QUICK), tmp_path, resume=True, progress=False, log=lambda s: None)
+    _fit(TrainConfig(**{**QUICK, "iters": 80}), tmp_path)
+    resumed = resume(tmp_path, {"iters": 120}, progress=False, log=_quiet).metrics
     chex.assert_trees_all_equal(_params(out), _params(tmp_path))
-    assert resumed["history"] == metrics["history"]
+    assert resumed["history"] == metrics["history"]  # no row twice
 
 
-def test_chunks_do_not_retrace():
-    opt = make_optimizer("sgd")
-    params = two_layer.init(jax.random.key(0), 8, 4, 3)
-    state = (params, opt.init(params))
-    x = jnp.asarray(np.random.default_rng(0).uniform(size=(30, 8)), jnp.float32)
-    t = jnp.asarray(np.random.default_rng(1).integers(0, 3, 30))
-    chunk = make_chunk(two_layer, opt, 5, "manual")
-    key = jax.random.key(0)
-    for start in (0, 10, 20):
-        state, losses = chunk(state, start, key, x, t, 10)
-    assert losses.shape == (10,)
-    assert chunk._cache_size() == 1
+def test_resuming_to_fewer_iterations_is_refused_and_leaves_the_checkpoint(quick_run, tmp_path):
+    out, _ = quick_run
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="iters 40 is fewer than the 120 iterations already done"):
+        resume(out, {"iters": 40}, progress=False, log=_quiet)
+    with pytest.raises(ValueError, match="lr cannot change on resume"):
+        resume(out, {"lr": 0.5}, progress=False, log=_quiet)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
-def test_chunking_does_not_change_the_result():
-    opt = make_optimizer("momentum")
-    params = two_layer.init(jax.random.key(0), 8, 4, 3)
-    x = jnp.asarray(np.random.default_rng(0).uniform(size=(30, 8)), jnp.float32)
-    t = jnp.asarray(np.random.default_rng(1).integers(0, 3, 30))
-    chunk, key = make_chunk(two_layer, opt, 5, "manual"), jax.random.key(3)
-    whole, _ = chunk((params, opt.init(params)), 0, key, x, t, 12)
-    parts = (params, opt.init(params))
-    for start in (0, 4, 8):
-        parts, _ = chunk(parts, start, key, x, t, 4)
-    chex.assert_trees_all_close(whole, parts, rtol=1e-6)
+def test_k_models_resume_bit_identically(tmp_path):
+    config = TrainConfig(iters=80, eval_every=20, seeds=2)
+    straight = _fit(config, tmp_path / "straight")
+    _fit(TrainConfig(iters=40, eval_every=20, seeds=2), tmp_path / "parts")
+    parts = resume(tmp_path / "parts", {"iters": 80}, progress=False, log=_quiet)
+    chex.assert_trees_all_equal(straight.params, parts.params)
+    assert parts.params["W1"].shape == (2, 784, 50)
+    assert straight.metrics["history"] == parts.metrics["history"]
+    metrics = parts.metrics
+    assert [m["seed"] for m in metrics["models"]] == [0, 1]
+    finals = [m["test_acc"] for m in metrics["models"]]
+    assert metrics["final"]["test_acc"]["mean"] == pytest.approx(np.mean(finals))
+    assert metrics["final"]["test_acc"]["std"] == pytest.approx(np.std(finals, ddof=1))
+    evaluated = runs.evaluate_run(tmp_path / "parts")
+    assert [m["test_acc"] for m in evaluated["models"]] == pytest.approx(finals)
 
 
-@pytest.mark.parametrize("grad", ["autodiff", "backprop"])
-def test_grad_switch_trains_the_same_model(grad):
-    opt = make_optimizer("sgd")
-    params = two_layer.init(jax.random.key(0), 8, 4, 3)
-    x = jnp.asarray(np.random.default_rng(0).uniform(size=(30, 8)), jnp.float32)
-    t = jnp.asarray(np.random.default_rng(1).integers(0, 3, 30))
-    state = (params, opt.init(params))
-    manual, _ = make_chunk(two_layer, opt, 5, "manual")(state, 0, jax.random.key(0), x, t, 20)
-    other, _ = make_chunk(two_layer, opt, 5, grad)(state, 0, jax.random.key(0), x, t, 20)
-    chex.assert_trees_all_close(manual, other, rtol=1e-5, atol=1e-7)
+def test_checkpoints_are_written_periodically(tmp_path, monkeypatch):
+    seen = []
+    save = runs.save_checkpoint
+    monkeypatch.setattr(
+        runs, "save_checkpoint", lambda out, c, s, i, *a: (seen.append(i), save(out, c, s, i, *a))
+    )
+    _fit(TrainConfig(iters=100, eval_every=20), tmp_path, checkpoint_every=40)
+    assert seen == [40, 80, 100]  # every 40 iterations (at chunk ends), and at the end
 
 
-def test_optimizers_match_the_books_defaults():
-    assert {k: v[0] for k, v in OPTIMIZERS.items()} == {
-        "sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.01,
-        "adam": 0.001,
-    }  # fmt: skip
-    # Momentum as the book writes it: v = 0.9 v - lr g; w += v.
-    opt, w, v = make_optimizer("momentum", 0.1), jnp.array([1.0]), jnp.array([0.0])
-    state, book_w = opt.init(w), w
-    for g in (jnp.array([0.5]), jnp.array([-0.2]), jnp.array([0.3])):
-        updates, state = opt.update(g, state, w)
-        w = optax.apply_updates(w, updates)
-        v = 0.9 * v - 0.1 * g
-        book_w = book_w + v
-    chex.assert_trees_all_close(w, book_w, rtol=1e-6)
+def _signal_soon(signum, delay=0.05):
+    timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
+    timer.start()
+    return timer
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"lr": 0.0}, "lr must be > 0"),
-        ({"lr": -1.0}, "lr must be > 0"),
-        ({"batch_size": 0}, "batch_size must be > 0"),
-        ({"optimizer": "lbfgs"}, "optimizer must be one of sgd"),
-        ({"hidden": (0,)}, "hidden_sizes must be positive"),
-        ({"grad": "symbolic"}, "grad must be one of"),
-        ({"iters": 0}, "iters must be > 0"),
-        ({"eval_every": 0}, "eval_every must be > 0"),
-    ],
-)
-def test_bad_config(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        TrainConfig(**kwargs)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_within_a_chunk_even_when_one_evaluation_spans_the_run(tmp_path, signum):
+    # One evaluation interval is the whole run; the loop still stops after a short chunk.
+    config = TrainConfig(iters=20_000, eval_every=20_000)
+    timer = _signal_soon(signum)
+    with pytest.raises(Interrupted, match=f"stopped by {signal.Signals(signum).name}") as e:
+        _fit(config, tmp_path)
+    timer.join()
+    assert e.value.signum == signum and 0 < e.value.iteration < 20_000
+    assert runs.load_checkpoint(tmp_path).iteration == e.value.iteration
+    assert not (tmp_path / "params.npz").exists()
+    # Resuming finishes the run as if it had never stopped.
+    done = resume(tmp_path, {"iters": e.value.iteration + 40}, progress=False, log=_quiet)
+    straight = _fit(TrainConfig(iters=e.value.iteration + 40, eval_every=20_000), tmp_path / "s")
+    chex.assert_trees_all_equal(done.params, straight.params)
 
 
-def test_batch_larger_than_the_training_set(tmp_path):
+def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_writes_valid_json(tmp_path):
+    # lr 1e6 overflows within a few steps; the first 40 are fine at a normal rate.
+    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at iteration \d+"):
+        _fit(TrainConfig(iters=400, eval_every=40, lr=1e6), tmp_path)
+    with pytest.raises(Diverged, match="weight_init_std"):
+        _fit(TrainConfig(iters=40, weight_init_std=1e30), tmp_path / "huge")
+    assert not (tmp_path / "huge" / "metrics.json").exists()
+
+
+def test_log_lines_come_at_most_every_tenth_of_the_run(tmp_path):
+    lines = []
+    fit(TrainConfig(iters=400, eval_every=8), tmp_path, progress=False, log=lines.append)
+    assert 1 <= len(lines) <= 11 and lines[-1].startswith("iter 400/400")
+    lines.clear()
+    fit(
+        TrainConfig(iters=400, eval_every=8),
+        tmp_path,
+        progress=False,
+        log=lines.append,
+        log_every=200,
+        overwrite=True,
+    )
+    assert [line.split()[1] for line in lines] == ["200/400", "400/400"]
+
+
+def test_nothing_is_written_when_the_settings_are_refused(tmp_path):
+    out = tmp_path / "run"
     with pytest.raises(ValueError, match="batch_size must be at most the training set's size 4000"):
-        train(TrainConfig(batch_size=4001), tmp_path, progress=False)
-    assert not any(tmp_path.iterdir())
+        _fit(TrainConfig(batch_size=4001), out)
+    with pytest.raises(ValueError, match=r"the model does not fit: .* parameters need about"):
+        _fit(TrainConfig(hidden=(50_000_000,)), out)
+    assert not out.exists()

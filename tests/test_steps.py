@@ -1,0 +1,148 @@
+"""The jitted pieces: the minibatch draw, chunks of steps, K models in one program."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from funcbp import steps
+from funcbp.config import make_optimizer
+from funcbp.data import load_mnist
+from funcbp.steps import (
+    init_train_state,
+    make_chunk,
+    make_evaluate,
+    minibatch_indices,
+    run_keys,
+)
+from funcbp.zoo import network, two_layer_net
+
+SMALL = two_layer_net(8, 4, 3)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(30, 8)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 3, 30), jnp.int32)
+    return x, t
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    (x, t), _ = load_mnist("mnist-5k")
+    return jnp.asarray(x), jnp.asarray(t)
+
+
+def _state(net, opt, seed=0, models=1):
+    return init_train_state(net, opt, run_keys(seed, models), models=models)
+
+
+def test_the_draw_is_a_function_of_the_key_and_the_step_only():
+    key = run_keys(0).data
+    whole = minibatch_indices(key, 0, 12, 5, 30)
+    assert whole.shape == (12, 5) and whole.dtype == jnp.int32
+    assert int(whole.min()) >= 0 and int(whole.max()) < 30
+    chex.assert_trees_all_equal(minibatch_indices(key, 4, 8, 5, 30), whole[4:])
+    with jax.enable_x64(False):  # the same draw whether x64 is on or not
+        chex.assert_trees_all_equal(np.asarray(minibatch_indices(key, 0, 12, 5, 30)), whole)
+
+
+def test_chunks_do_not_retrace(tiny):
+    x, t = tiny
+    opt = make_optimizer("sgd")
+    state, keys = _state(SMALL, opt), run_keys(0)
+    chunk = make_chunk(SMALL, opt, "manual", 5)
+    for start in (0, 10, 20):
+        state, losses = chunk(state, start, keys, x, t, 10)
+    assert losses.shape == (10,)
+    assert chunk._cache_size() == 1
+
+
+def test_chunking_does_not_change_the_result(tiny):
+    x, t = tiny
+    opt = make_optimizer("momentum")
+    keys, chunk = run_keys(3), make_chunk(SMALL, opt, "manual", 5)
+    whole, _ = chunk(_state(SMALL, opt, 3), 0, keys, x, t, 12)
+    parts = _state(SMALL, opt, 3)
+    for start in (0, 4, 8):
+        parts, _ = chunk(parts, start, keys, x, t, 4)
+    chex.assert_trees_all_equal(whole, parts)
+
+
+@pytest.mark.parametrize("grad", ["autodiff", "backprop"])
+def test_every_gradient_method_trains_the_same_model(tiny, grad):
+    x, t = tiny
+    opt = make_optimizer("sgd")
+    state, keys = _state(SMALL, opt), run_keys(0)
+    manual, _ = make_chunk(SMALL, opt, "manual", 5)(state, 0, keys, x, t, 20)
+    other, _ = make_chunk(SMALL, opt, grad, 5)(state, 0, keys, x, t, 20)
+    chex.assert_trees_all_close(manual, other, rtol=1e-5, atol=1e-7)
+
+
+def test_own_batches_model_j_is_the_single_run_with_seed_plus_j(tiny):
+    x, t = tiny
+    opt = make_optimizer("adam")  # a per-model step count
+    k = 3
+    stacked, losses = make_chunk(SMALL, opt, "manual", 5, models=k)(
+        _state(SMALL, opt, 5, k), 0, run_keys(5, k), x, t, 15
+    )
+    assert losses.shape == (15, k)
+    single = make_chunk(SMALL, opt, "manual", 5)
+    for j in range(k):
+        alone, alone_losses = single(_state(SMALL, opt, 5 + j), 0, run_keys(5 + j), x, t, 15)
+        chex.assert_trees_all_close(jax.tree.map(lambda a, j=j: a[j], stacked), alone, rtol=1e-5)
+        np.testing.assert_allclose(losses[:, j], alone_losses, rtol=1e-5)
+
+
+def test_many_models_take_the_vmap_path_to_the_same_runs(tiny, monkeypatch):
+    x, t = tiny
+    opt, k = make_optimizer("sgd"), 3
+    args = (_state(SMALL, opt, 0, k), 0, run_keys(0, k), x, t, 10)
+    unrolled = make_chunk(SMALL, opt, "manual", 5, models=k)(*args)
+    monkeypatch.setattr(steps, "UNROLL_MAX", 2)  # K=3 > 2: vmap of the single step
+    vmapped = make_chunk(SMALL, opt, "manual", 5, models=k)(*args)
+    chex.assert_trees_all_close(unrolled, vmapped, rtol=1e-5)
+
+
+def test_shared_batches_fuse_the_first_layers_into_one_matmul(mnist):
+    x, t = mnist
+    net, opt, k = network([16], input_size=784), make_optimizer("adam"), 2
+    keys = run_keys(3, k)
+    shared = make_chunk(net, opt, "manual", 100, models=k, shared=True)
+    compiled = shared.lower(_state(net, opt, 3, k), 0, keys, x, t, length=20).compile()
+    stacked, losses = compiled(_state(net, opt, 3, k), 0, keys, x, t)
+    assert losses.shape == (20, k)
+    single = make_chunk(net, opt, "manual", 100)
+    for j in range(k):
+        # Model j: its own init (seed 3+j), the first model's minibatches (seed 3).
+        alone = _state(net, opt, 3 + j)
+        alone_keys = run_keys(3 + j)._replace(data=run_keys(3).data)
+        alone, alone_losses = single(alone, 0, alone_keys, x, t, 20)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda a, j=j: a[j], stacked), alone, rtol=1e-4, atol=1e-6
+        )
+        np.testing.assert_allclose(losses[:, j], alone_losses, rtol=1e-5)
+    # x @ [W1_1 W1_2] and x.T @ [dh_1 dh_2]: one (100, 32) and one (784, 32) product.
+    hlo = compiled.as_text()
+    assert "f32[100,32]" in hlo and "f32[784,32]" in hlo
+    # The twins under jax.grad take the same fused path; the explicit sweep cannot fuse.
+    for grad in ("autodiff", "backprop"):
+        other, _ = make_chunk(net, opt, grad, 100, models=k, shared=True)(
+            _state(net, opt, 3, k), 0, keys, x, t, 20
+        )
+        chex.assert_trees_all_close(other, stacked, rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_counts_every_row_in_batches(mnist):
+    x, t = mnist
+    net = two_layer_net()
+    params = net.init(jax.random.key(0), weight_init_std="he")
+    expected = float(net.accuracy(params, x[:1234], t[:1234]))
+    assert float(make_evaluate(net, batch=500)(params, {}, x[:1234], t[:1234])) == pytest.approx(
+        expected, abs=1e-7
+    )
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), params, net.init(jax.random.key(1)))
+    both = make_evaluate(net, models=2, batch=500)(stacked, {}, x[:1234], t[:1234])
+    assert both.shape == (2,) and float(both[0]) == pytest.approx(expected, abs=1e-7)
