@@ -284,6 +284,10 @@ softmax.defvjp(_softmax_fwd, _softmax_bwd)
 def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
     """The book's loss: ``-sum(log(y[n, t_n] + 1e-7)) / N``.
 
+    Written as ``-sum(t * log(y + 1e-7)) / N``, which is the same for one-hot
+    t and, for a soft t (label smoothing), the cross-entropy whose derivative
+    is the rule below. The book takes the argmax of a soft t instead.
+
     Args:
         y: probabilities, (N, C) or (C,) for a batch of one.
         t: one-hot labels of y's shape, or integer class indices of shape (N,).
@@ -303,8 +307,7 @@ def _cross_entropy_error_fwd(y, t):
         raise ValueError(f"y must have shape (N, C) or (C,), got shape {y.shape}")
     t = _labels(y, t)
     yb, tb = _as_batch(y, t)
-    p = jnp.sum(yb * _one_hot_like(yb, tb), axis=-1)
-    loss = -jnp.sum(jnp.log(p + CROSS_ENTROPY_DELTA)) / yb.shape[0]
+    loss = -jnp.sum(_one_hot_like(yb, tb) * jnp.log(yb + CROSS_ENTROPY_DELTA)) / yb.shape[0]
     return loss, (y, t)
 
 

@@ -60,7 +60,7 @@ def _batch_one_hot(x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
 
 def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
     y, t = _batch_one_hot(y, t)
-    return -jnp.sum(jnp.log(jnp.sum(y * t, axis=-1) + CROSS_ENTROPY_DELTA)) / y.shape[0]
+    return -jnp.sum(t * jnp.log(y + CROSS_ENTROPY_DELTA)) / y.shape[0]
 
 
 def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:

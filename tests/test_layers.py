@@ -197,6 +197,19 @@ def test_one_hot_and_index_labels_agree():
         chex.assert_trees_all_close(by_index, by_one_hot, rtol=1e-14)
 
 
+def test_label_smoothing_rows_give_the_cross_entropy_the_rule_differentiates():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    t = 0.9 * jax.nn.one_hot(jnp.array([0, 1, 2]), 4, dtype=x.dtype) + 0.1 / 4
+    y = jax.nn.softmax(x)
+    for layer, twin, arg, log_y in [
+        (funcbp.softmax_with_loss, reference.softmax_with_loss, x, jax.nn.log_softmax(x)),
+        (funcbp.cross_entropy_error, reference.cross_entropy_error, y, jnp.log(y + 1e-7)),
+    ]:
+        loss, g = jax.value_and_grad(layer)(arg, t)
+        np.testing.assert_allclose(loss, -jnp.sum(t * log_y) / 3, rtol=1e-12)
+        chex.assert_trees_all_close(g, jax.grad(twin)(arg, t), rtol=1e-12)
+
+
 def test_softmax_with_loss_gradient_is_book_formula():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 4)))
     t = jnp.array([0, 3, 1, 1, 2])
