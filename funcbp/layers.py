@@ -332,6 +332,11 @@ def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
     book's ``log(y + 1e-7)`` would make the exact derivative differ from the
     rule below by up to 99% when y_t is tiny, and logits of +-1e4 stay finite.
 
+    Masked logits (-inf, as in attention or constrained decoding) get
+    probability 0 and gradient 0. If a label puts its mass on a masked class
+    the loss is inf (log 0), with the finite gradient below; a row with every
+    logit masked has no softmax, and its loss is nan.
+
     Args:
         x: scores, (N, C) or (C,) for a batch of one.
         t: one-hot labels of x's shape, or integer class indices of shape (N,).
@@ -354,7 +359,10 @@ def _softmax_with_loss_fwd(x, t):
     shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
     log_y = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
     log_yb, tb = _as_batch(log_y, t)
-    loss = -jnp.sum(log_yb * _one_hot_like(log_yb, tb)) / log_yb.shape[0]
+    onehot = _one_hot_like(log_yb, tb)
+    # Only labelled classes count: a masked logit (-inf) has log_y = -inf, and
+    # -inf * 0 would make the whole loss nan.
+    loss = -jnp.sum(jnp.where(onehot > 0, log_yb * onehot, 0)) / log_yb.shape[0]
     # The book caches y = softmax(x) and t.
     return loss, (jnp.exp(log_y), t)
 

@@ -66,4 +66,5 @@ def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
 def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
     x, t = _batch_one_hot(x, t)
     log_y = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
-    return -jnp.sum(log_y * t) / x.shape[0]
+    # The label's log-probability alone: log_y * t is -inf * 0 = nan at a masked (-inf) logit.
+    return -jnp.sum(jnp.where(t > 0, log_y * t, 0)) / x.shape[0]

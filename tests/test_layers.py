@@ -1,5 +1,9 @@
 """The hand-written rules, checked over the layer table and at their edges."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,6 +17,8 @@ from funcbp import reference
 from funcbp.checks import LAYER_CHECKS
 
 ROWS = {c.name: c for c in LAYER_CHECKS}
+# Rows that check a layer at an edge, through a wrapper, and the layer they run.
+EDGE_ROWS = {"masked_softmax_with_loss": "softmax_with_loss"}
 
 
 def _args(row, dtype=jnp.float64, seed=0):
@@ -27,9 +33,21 @@ def _scalar(fn, cotangent):
     return lambda *a: jnp.sum(fn(*a) * cotangent)
 
 
+def _rules_run(fn, args):
+    """The names of the custom_vjp functions that ``fn`` calls."""
+    eqns = jax.make_jaxpr(fn)(*args).eqns
+    return {
+        e.params["call_jaxpr"].jaxpr.debug_info.func_name
+        for e in eqns
+        if e.primitive.name == "custom_vjp_call"
+    }
+
+
 def test_table_covers_every_exported_layer():
     layer_names = set(funcbp.layers.__all__)
-    assert set(ROWS) == layer_names
+    run = {row.name: _rules_run(row.manual, _args(row)) for row in LAYER_CHECKS}
+    assert run == {name: {EDGE_ROWS.get(name, name)} for name in ROWS}
+    assert set(ROWS) - set(EDGE_ROWS) == layer_names
     assert all(getattr(funcbp, name) is getattr(funcbp.layers, name) for name in layer_names)
 
 
@@ -249,6 +267,92 @@ def test_affine_on_4d_input_keeps_its_shape():
     chex.assert_trees_all_close(dx, (dout @ W.T).reshape(x.shape))
     chex.assert_trees_all_close(dW, x.reshape(2, 16).T @ dout)
     chex.assert_trees_all_close(db, dout.sum(0))
+
+
+# --- no silent wrong answers ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Returns:
+    """The loss, and its gradient with respect to the first argument when given."""
+
+    value: float
+    grad: Any = None
+
+
+@dataclass(frozen=True)
+class Raises:
+    error: type[Exception]
+    match: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An input a layer must not answer silently wrong, and what comes instead.
+
+    ``args(dtype)`` builds the arguments. ``expect`` is what comes eagerly.
+    ``under_jit`` is what comes under jit where it differs: the checks of t's
+    values need concrete labels and are off there.
+    """
+
+    name: str
+    layer: str  # the same name in funcbp.layers and funcbp.reference
+    args: Callable[[Any], tuple]
+    expect: Returns | Raises
+    under_jit: Returns | Raises | None = None
+
+
+_INF = float("inf")
+# softmax([1, -inf, 0.5]): the masked class gets 0.
+_P = np.exp([1.0, -_INF, 0.5]) / np.exp([1.0, -_INF, 0.5]).sum()
+_MASKED = [[1.0, -_INF, 0.5]]
+
+EDGES = [
+    Edge(
+        "masked logit, index label",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_MASKED, d), jnp.array([0])),
+        Returns(-np.log(_P[0]), [_P - [1, 0, 0]]),
+    ),
+    Edge(
+        "masked logit, one-hot label",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_MASKED, d), jnp.array([[1, 0, 0]], d)),
+        Returns(-np.log(_P[0]), [_P - [1, 0, 0]]),
+    ),
+    Edge(
+        # log 0: honest, and the gradient is the rule's finite (y - t) / N.
+        "label on the masked logit",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_MASKED, d), jnp.array([1])),
+        Returns(_INF, [_P - [0, 1, 0]]),
+    ),
+]
+
+
+@pytest.mark.parametrize("impl", [funcbp.layers, reference], ids=["layer", "twin"])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("edge", EDGES, ids=[e.name for e in EDGES])
+def test_no_silent_wrong_answer(edge, dtype, jit, impl):
+    args = edge.args(dtype)
+    expect = edge.under_jit if jit and edge.under_jit else edge.expect
+    fn = getattr(impl, edge.layer)
+    if isinstance(expect, Returns) and expect.grad is not None:
+        fn = jax.value_and_grad(fn)
+    fn = jax.jit(fn) if jit else fn
+    if isinstance(expect, Raises):
+        with pytest.raises(expect.error, match=expect.match):
+            fn(*args)
+        return
+    out = fn(*args)
+    value, grad = out if expect.grad is not None else (out, None)
+    rtol = 1e-6 if dtype == jnp.float32 else 1e-12
+    assert value.dtype == dtype
+    np.testing.assert_allclose(value, expect.value, rtol=rtol)
+    if grad is not None:
+        assert grad.dtype == dtype
+        np.testing.assert_allclose(grad, np.asarray(expect.grad), rtol=rtol, atol=rtol)
 
 
 # --- bad input ----------------------------------------------------------------
