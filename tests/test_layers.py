@@ -274,10 +274,15 @@ def test_affine_on_4d_input_keeps_its_shape():
 
 @dataclass(frozen=True)
 class Returns:
-    """The loss, and its gradient with respect to the first argument when given."""
+    """The loss, and its gradient with respect to the first argument when given.
+
+    ``twin_grad`` is jax.grad of the twin where it differs from the layer's
+    rule: for rows of t that do not sum to 1, which the rule assumes they do.
+    """
 
     value: float
     grad: Any = None
+    twin_grad: Any = None
 
 
 @dataclass(frozen=True)
@@ -292,7 +297,7 @@ class Edge:
 
     ``args(dtype)`` builds the arguments. ``expect`` is what comes eagerly.
     ``under_jit`` is what comes under jit where it differs: the checks of t's
-    values need concrete labels and are off there.
+    values need concrete labels and are off there, so t is used as given.
     """
 
     name: str
@@ -306,6 +311,36 @@ _INF = float("inf")
 # softmax([1, -inf, 0.5]): the masked class gets 0.
 _P = np.exp([1.0, -_INF, 0.5]) / np.exp([1.0, -_INF, 0.5]).sum()
 _MASKED = [[1.0, -_INF, 0.5]]
+
+# Scores and probabilities with C = 10 classes, and labels with a bad row.
+_X = np.random.default_rng(0).standard_normal((3, 10))
+_Y = np.exp(_X) / np.exp(_X).sum(-1, keepdims=True)
+_ONE_HOT = np.eye(3)[:2]  # two rows, C = 3
+
+
+def _one_hot(t, classes):
+    # As jax.nn.one_hot: an index outside 0..C-1 is a zero row.
+    return (np.asarray(t)[..., None] == np.arange(classes)).astype(np.float64)
+
+
+def _as_given(x, t):
+    """softmax_with_loss with t's rows as they are.
+
+    The loss is -sum(t log y) / N. The rule gives (y - t) / N; the exact
+    derivative, which jax.grad of the twin gives, is (y sum(t) - t) / N.
+    """
+    xb, tb = np.atleast_2d(x), np.atleast_2d(t)
+    log_y = xb - np.log(np.exp(xb).sum(-1, keepdims=True))
+    n, y = len(xb), np.exp(log_y)
+    loss = -np.sum(np.where(tb != 0, tb * log_y, 0)) / n
+    rule, exact = (y - tb) / n, (y * tb.sum(-1, keepdims=True) - tb) / n
+    return Returns(loss, rule.reshape(np.shape(x)), exact.reshape(np.shape(x)))
+
+
+def _cross_entropy_as_given(y, t):
+    """cross_entropy_error with t's rows as they are; its rule is the exact derivative."""
+    return Returns(-np.sum(t * np.log(y + 1e-7)) / len(y), -t / (len(y) * (y + 1e-7)))
+
 
 EDGES = [
     Edge(
@@ -326,6 +361,98 @@ EDGES = [
         "softmax_with_loss",
         lambda d: (jnp.array(_MASKED, d), jnp.array([1])),
         Returns(_INF, [_P - [0, 1, 0]]),
+    ),
+    Edge(
+        "index label C",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X, d), jnp.array([1, 2, 10])),
+        Raises(ValueError, r"t must hold class indices in 0\.\.9 \(C = 10\), got 10 at t\[2\]"),
+        _as_given(_X, _one_hot([1, 2, 10], 10)),  # a zero row: the row adds nothing
+    ),
+    Edge(
+        "index label -1",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X, d), jnp.array([1, -1, 3])),
+        Raises(ValueError, r"t must hold class indices in 0\.\.9 \(C = 10\), got -1 at t\[1\]"),
+        _as_given(_X, _one_hot([1, -1, 3], 10)),
+    ),
+    Edge(
+        "index label C, batch of one",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[0], d), jnp.array(10)),
+        Raises(ValueError, r"0\.\.9 \(C = 10\), got 10(?! at)"),
+        _as_given(_X[0], _one_hot(10, 10)),
+    ),
+    Edge(
+        "cross-entropy index label C",
+        "cross_entropy_error",
+        lambda d: (jnp.array(_Y, d), jnp.array([1, 2, 10])),
+        Raises(ValueError, r"t must hold class indices in 0\.\.9 \(C = 10\), got 10 at t\[2\]"),
+        _cross_entropy_as_given(_Y, _one_hot([1, 2, 10], 10)),
+    ),
+    Edge(
+        "one-hot row summing to 2",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array([[1, 0, 0], [0, 1, 1]], d)),
+        Raises(ValueError, r"t rows must sum to 1 .*got a row summing to 2\.0 at t\[1\]"),
+        _as_given(_X[:2, :3], np.array([[1, 0, 0], [0, 1, 1]])),
+    ),
+    Edge(
+        "one-hot negative entry",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array([[1, 0, 0], [0, 2, -1]], d)),
+        Raises(ValueError, r"one-hot t must be non-negative, got -1\.0 at t\[1, 2\]"),
+        _as_given(_X[:2, :3], np.array([[1, 0, 0], [0, 2, -1]])),
+    ),
+    Edge(
+        "one-hot zero row",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array([[1, 0, 0], [0, 0, 0]], d)),
+        Raises(ValueError, r"got a row summing to 0\.0 at t\[1\]"),
+        _as_given(_X[:2, :3], np.array([[1, 0, 0], [0, 0, 0]])),
+    ),
+    Edge(
+        "cross-entropy one-hot row summing to 2",
+        "cross_entropy_error",
+        lambda d: (jnp.array(_Y[:2, :3], d), jnp.array([[1, 0, 0], [0, 1, 1]], d)),
+        Raises(ValueError, r"t rows must sum to 1 .*got a row summing to 2\.0 at t\[1\]"),
+        _cross_entropy_as_given(_Y[:2, :3], np.array([[1, 0, 0], [0, 1, 1]])),
+    ),
+    Edge(
+        "label smoothing is accepted",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array(0.9 * _ONE_HOT + 0.1 / 3, d)),
+        _as_given(_X[:2, :3], 0.9 * _ONE_HOT + 0.1 / 3),
+    ),
+    Edge(
+        "cross-entropy label smoothing is accepted",
+        "cross_entropy_error",
+        lambda d: (jnp.array(_Y[:2, :3], d), jnp.array(0.9 * _ONE_HOT + 0.1 / 3, d)),
+        _cross_entropy_as_given(_Y[:2, :3], 0.9 * _ONE_HOT + 0.1 / 3),
+    ),
+    Edge(
+        "empty batch, affine",
+        "affine",
+        lambda d: (jnp.ones((0, 3), d), jnp.ones((3, 2), d), jnp.ones(2, d)),
+        Raises(ValueError, r"x must hold at least one example \(N >= 1\), got N = 0"),
+    ),
+    Edge(
+        "empty batch, softmax_with_loss",
+        "softmax_with_loss",
+        lambda d: (jnp.ones((0, 3), d), jnp.ones(0, int)),
+        Raises(ValueError, r"x must hold at least one example \(N >= 1\), got N = 0"),
+    ),
+    Edge(
+        "empty batch, cross_entropy_error",
+        "cross_entropy_error",
+        lambda d: (jnp.ones((0, 3), d), jnp.ones((0, 3), d)),
+        Raises(ValueError, r"y must hold at least one example \(N >= 1\), got N = 0"),
+    ),
+    Edge(
+        "no classes",
+        "softmax_with_loss",
+        lambda d: (jnp.ones((2, 0), d), jnp.zeros(2, int)),
+        Raises(ValueError, r"x must have at least one class \(C >= 1\), got C = 0"),
     ),
 ]
 
@@ -351,8 +478,11 @@ def test_no_silent_wrong_answer(edge, dtype, jit, impl):
     assert value.dtype == dtype
     np.testing.assert_allclose(value, expect.value, rtol=rtol)
     if grad is not None:
-        assert grad.dtype == dtype
-        np.testing.assert_allclose(grad, np.asarray(expect.grad), rtol=rtol, atol=rtol)
+        expected = expect.grad
+        if impl is reference and expect.twin_grad is not None:
+            expected = expect.twin_grad
+        assert grad.dtype == dtype and grad.shape == np.shape(expected)
+        np.testing.assert_allclose(grad, expected, rtol=rtol, atol=rtol)
 
 
 # --- bad input ----------------------------------------------------------------
