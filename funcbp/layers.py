@@ -41,11 +41,19 @@ __all__ = [
 CROSS_ENTROPY_DELTA = 1e-7
 
 
+def _is_weak(x: Array) -> bool:
+    """True for a Python scalar (weakly typed), as opposed to an array with its own dtype."""
+    return jax.typeof(x).weak_type
+
+
 def _floating(name: str, x: ArrayLike) -> Array:
     x = jnp.asarray(x)
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
-    return x
+    if jnp.issubdtype(x.dtype, jnp.floating):
+        return x
+    # A Python int (the book's mul(100, 2)) has no dtype of its own; integer arrays do.
+    if _is_weak(x) and jnp.issubdtype(x.dtype, jnp.integer):
+        return x.astype(jnp.result_type(float))
+    raise TypeError(f"{name} must be a floating-point array, got dtype {x.dtype}")
 
 
 def _same_dtype(**arrays: Array) -> None:
@@ -56,8 +64,17 @@ def _same_dtype(**arrays: Array) -> None:
 
 
 def _operands(x: ArrayLike, y: ArrayLike) -> tuple[Array, Array]:
-    """The two inputs of a mul or add node: floats of one shape and dtype, no broadcasting."""
+    """The two inputs of a mul or add node: floats of one shape and dtype, no broadcasting.
+
+    A Python scalar takes the other operand's dtype, as it would in jnp.
+    """
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    weak_x, weak_y = _is_weak(x), _is_weak(y)
     x, y = _floating("x", x), _floating("y", y)
+    if weak_x and not weak_y:
+        x = x.astype(y.dtype)
+    if weak_y and not weak_x:
+        y = y.astype(x.dtype)
     if x.shape != y.shape:
         raise ValueError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
     _same_dtype(x=x, y=y)
@@ -168,6 +185,9 @@ def _as_batch(x: Array, t: Array) -> tuple[Array, Array]:
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
     """The multiplication node: ``x * y`` for two arrays of one shape.
 
+    A Python scalar takes the other's dtype, or the default float: the book's
+    ``mul(100, 2)`` is 200.0. Integer arrays are refused.
+
     Backward: ``dx = dout * y``, ``dy = dout * x`` (the inputs are swapped).
     """
     return _mul_fwd(x, y)[0]
@@ -193,6 +213,8 @@ mul.defvjp(_mul_fwd, _mul_bwd)
 @jax.custom_vjp
 def add(x: ArrayLike, y: ArrayLike) -> Array:
     """The addition node: ``x + y`` for two arrays of one shape.
+
+    Python scalars are taken as in :func:`mul`.
 
     Backward: ``dx = dout``, ``dy = dout`` (passed through unchanged).
     """

@@ -6,7 +6,8 @@ against. Unlike the layers, the twins also work under forward mode
 (``jax.jvp``, ``jax.jacfwd``).
 
 The losses and affine share the layers' checks of the labels and the batch
-size, so a layer and its twin never agree on an answer to such bad input.
+size, so a layer and its twin never agree on an answer to such bad input;
+mul and add share the layers' operands, so Python ints become floats in both.
 """
 
 from __future__ import annotations
@@ -23,11 +24,11 @@ __all__ = layers.__all__  # one twin per layer, same names
 
 
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
-    return jnp.multiply(x, y)
+    return jnp.multiply(*layers._operands(x, y))  # mul(100, 2) is 200.0, as in the layer
 
 
 def add(x: ArrayLike, y: ArrayLike) -> Array:
-    return jnp.add(x, y)
+    return jnp.add(*layers._operands(x, y))
 
 
 def relu(x: ArrayLike) -> Array:

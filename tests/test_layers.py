@@ -283,6 +283,7 @@ class Returns:
     value: float
     grad: Any = None
     twin_grad: Any = None
+    dtype: Any = None  # by default, the dtype the row is run in
 
 
 @dataclass(frozen=True)
@@ -454,6 +455,24 @@ EDGES = [
         lambda d: (jnp.ones((2, 0), d), jnp.zeros(2, int)),
         Raises(ValueError, r"x must have at least one class \(C >= 1\), got C = 0"),
     ),
+    Edge(
+        "the book's mul(100, 2)",
+        "mul",
+        lambda d: (100, 2),
+        Returns(200.0, dtype=jnp.result_type(float)),  # the default float
+    ),
+    Edge(
+        "a Python int takes the other's dtype",
+        "mul",
+        lambda d: (jnp.asarray(100.0, d), 2),
+        Returns(200.0, grad=2.0),
+    ),
+    Edge(
+        "an integer array is refused",
+        "add",
+        lambda d: (jnp.array([100]), jnp.array([2.0], d)),
+        Raises(TypeError, "x must be a floating-point array, got dtype int"),
+    ),
 ]
 
 
@@ -475,7 +494,7 @@ def test_no_silent_wrong_answer(edge, dtype, jit, impl):
     out = fn(*args)
     value, grad = out if expect.grad is not None else (out, None)
     rtol = 1e-6 if dtype == jnp.float32 else 1e-12
-    assert value.dtype == dtype
+    assert value.dtype == (expect.dtype or dtype)
     np.testing.assert_allclose(value, expect.value, rtol=rtol)
     if grad is not None:
         expected = expect.grad
