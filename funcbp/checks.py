@@ -73,6 +73,30 @@ def _scores_and_labels(rng, dtype):
     return _normal(rng, (4, 5), dtype), _labels(rng, 4, 5)
 
 
+# Where the masked row puts -inf: one class, two, the first, none.
+_MASK = np.array([[0, 1, 0, 0, 0], [0, 0, 0, 1, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=bool)
+
+
+def _masked(loss):
+    """``loss`` on scores with -inf added at ``_MASK``, the way attention masks are applied.
+
+    The checked x stays finite, so finite differences mean something; a
+    masked entry's gradient passes through the addition unchanged, so the
+    layer's own 0 there is checked too.
+    """
+
+    def masked_softmax_with_loss(x, t):
+        return loss(x + jnp.where(_MASK, -jnp.inf, 0).astype(x.dtype), t)
+
+    return masked_softmax_with_loss
+
+
+def _masked_scores_and_labels(rng, dtype):
+    # Labels on unmasked classes only: a masked label's loss is inf.
+    labels = [rng.choice(np.flatnonzero(~row)) for row in _MASK]
+    return _normal(rng, _MASK.shape, dtype), jnp.asarray(labels, jnp.int32)
+
+
 LAYER_CHECKS: tuple[Check, ...] = (
     Check("mul", layers.mul, reference.mul, _pair),
     Check("add", layers.add, reference.add, _pair),
@@ -91,6 +115,12 @@ LAYER_CHECKS: tuple[Check, ...] = (
         layers.softmax_with_loss,
         reference.softmax_with_loss,
         _scores_and_labels,
+    ),
+    Check(
+        "masked_softmax_with_loss",
+        _masked(layers.softmax_with_loss),
+        _masked(reference.softmax_with_loss),
+        _masked_scores_and_labels,
     ),
 )
 

@@ -68,8 +68,9 @@ def _run_gradcheck(args) -> int:
 
 
 def _format_gradcheck(results, dtype: str) -> str:
+    width = max(22, *(len(r.name) for r in results))
     header = (
-        f"{'check':<22} {'argument':<10} {'vs autodiff':>11} {'max rel':>9}  "
+        f"{'check':<{width}} {'argument':<10} {'vs autodiff':>11} {'max rel':>9}  "
         f"{'vs numerical':>12} {'max rel':>9} {'mean abs':>9}  ok"
     )
     lines = [f"funcbp gradcheck ({dtype}): max |manual - other|, per argument", header]
@@ -77,7 +78,7 @@ def _format_gradcheck(results, dtype: str) -> str:
         for a in r.arguments:
             ad, num = a.manual_vs_autodiff, a.manual_vs_numerical
             lines.append(
-                f"{r.name:<22} {a.name:<10} {ad.max_abs:>11.2e} {ad.max_rel:>9.2e}  "
+                f"{r.name:<{width}} {a.name:<10} {ad.max_abs:>11.2e} {ad.max_rel:>9.2e}  "
                 f"{num.max_abs:>12.2e} {num.max_rel:>9.2e} {num.mean_abs:>9.2e}  "
                 f"{'yes' if a.ok else 'NO'}"
             )

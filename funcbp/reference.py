@@ -4,6 +4,10 @@ Each twin has its layer's signature and forward math but no custom rule, so
 ``jax.grad`` of a twin is the oracle the hand-written rules are checked
 against. Unlike the layers, the twins also work under forward mode
 (``jax.jvp``, ``jax.jacfwd``).
+
+The losses and affine share the layers' checks of the labels and the batch
+size, so a layer and its twin never agree on an answer to such bad input;
+mul and add share the layers' operands, so Python ints become floats in both.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ __all__ = layers.__all__  # one twin per layer, same names
 
 
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
-    return jnp.multiply(x, y)
+    return jnp.multiply(*layers._operands(x, y))  # mul(100, 2) is 200.0, as in the layer
 
 
 def add(x: ArrayLike, y: ArrayLike) -> Array:
-    return jnp.add(x, y)
+    return jnp.add(*layers._operands(x, y))
 
 
 def relu(x: ArrayLike) -> Array:
@@ -40,6 +44,7 @@ def sigmoid(x: ArrayLike) -> Array:
 
 def affine(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> Array:
     x = jnp.asarray(x)
+    layers._batch("x", x)  # reshape(0, -1) has no answer
     return x.reshape(x.shape[0], -1) @ W + jnp.asarray(b)[None, :]
 
 
@@ -49,8 +54,12 @@ def softmax(x: ArrayLike) -> Array:
     return e / jnp.sum(e, axis=-1, keepdims=True)
 
 
-def _batch_one_hot(x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
-    x, t = jnp.asarray(x), jnp.asarray(t)
+def _batch_one_hot(name: str, x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
+    # The layers' own checks: a layer and its twin must not agree on an answer
+    # for bad labels or an empty batch.
+    x = jnp.asarray(x)
+    layers._scores(name, x)
+    t = layers._labels(x, t)
     if x.ndim == 1:
         x, t = x[None], t[None]
     if t.shape == x.shape:
@@ -59,11 +68,12 @@ def _batch_one_hot(x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]:
 
 
 def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
-    y, t = _batch_one_hot(y, t)
-    return -jnp.sum(jnp.log(jnp.sum(y * t, axis=-1) + CROSS_ENTROPY_DELTA)) / y.shape[0]
+    y, t = _batch_one_hot("y", y, t)
+    return -jnp.sum(t * jnp.log(y + CROSS_ENTROPY_DELTA)) / y.shape[0]
 
 
 def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
-    x, t = _batch_one_hot(x, t)
+    x, t = _batch_one_hot("x", x, t)
     log_y = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
-    return -jnp.sum(log_y * t) / x.shape[0]
+    # 0 log 0 = 0: log_y * t is -inf * 0 = nan at a masked (-inf) logit.
+    return -jnp.sum(jnp.where(t != 0, log_y * t, 0)) / x.shape[0]

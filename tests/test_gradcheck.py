@@ -1,5 +1,7 @@
 """numerical_gradient and compare_gradients, including that they catch bad rules."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,6 +10,7 @@ import pytest
 
 import funcbp
 from funcbp import reference
+from funcbp.checks import LAYER_CHECKS, _masked
 from funcbp.gradcheck import ErrorStats, compare_gradients, numerical_gradient
 
 
@@ -88,6 +91,25 @@ def _book_bwd(res, dout):
 _book_softmax_with_loss.defvjp(_book_fwd, _book_bwd)
 
 
+@jax.custom_vjp
+def _nan_on_masked_softmax_with_loss(x, t):
+    # The old forward: -sum(log_y * onehot) is -inf * 0 = nan at a masked logit.
+    log_y = jax.nn.log_softmax(x)
+    return -jnp.sum(log_y * jax.nn.one_hot(t, x.shape[-1], dtype=x.dtype)) / x.shape[0]
+
+
+def _nan_fwd(x, t):
+    return _nan_on_masked_softmax_with_loss(x, t), (jax.nn.softmax(x), t)
+
+
+def _nan_bwd(res, dout):
+    y, t = res
+    return dout * (y - jax.nn.one_hot(t, y.shape[-1], dtype=y.dtype)) / y.shape[0], None
+
+
+_nan_on_masked_softmax_with_loss.defvjp(_nan_fwd, _nan_bwd)
+
+
 def test_compare_gradients_catches_a_rule_that_forgets_the_mask():
     x = jnp.array([[-1.0, 0.5], [2.0, -0.3]])
     report = compare_gradients(_leaky_relu_rule, reference.relu, (x,))
@@ -101,6 +123,16 @@ def test_compare_gradients_catches_the_books_ignored_dout():
     t = jnp.array([0, 1, 3])
     report = compare_gradients(_book_softmax_with_loss, reference.softmax_with_loss, (x, t))
     assert not report.ok  # the random cotangent exposes it
+
+
+def test_masked_row_catches_a_forward_that_is_nan_at_a_masked_logit():
+    row = {c.name: c for c in LAYER_CHECKS}["masked_softmax_with_loss"]
+    broken = dataclasses.replace(row, manual=_masked(_nan_on_masked_softmax_with_loss))
+    assert row.run().ok
+    report = broken.run()
+    assert not report.ok
+    # The rule is right; the nan loss shows in the finite differences.
+    assert report.manual_vs_autodiff.ok and not report.manual_vs_numerical.ok
 
 
 def test_compare_gradients_float32_uses_its_own_tolerance():

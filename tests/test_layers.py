@@ -1,5 +1,9 @@
 """The hand-written rules, checked over the layer table and at their edges."""
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -13,6 +17,8 @@ from funcbp import reference
 from funcbp.checks import LAYER_CHECKS
 
 ROWS = {c.name: c for c in LAYER_CHECKS}
+# Rows that check a layer at an edge, through a wrapper, and the layer they run.
+EDGE_ROWS = {"masked_softmax_with_loss": "softmax_with_loss"}
 
 
 def _args(row, dtype=jnp.float64, seed=0):
@@ -27,9 +33,21 @@ def _scalar(fn, cotangent):
     return lambda *a: jnp.sum(fn(*a) * cotangent)
 
 
+def _rules_run(fn, args):
+    """The names of the custom_vjp functions that ``fn`` calls."""
+    eqns = jax.make_jaxpr(fn)(*args).eqns
+    return {
+        e.params["call_jaxpr"].jaxpr.debug_info.func_name
+        for e in eqns
+        if e.primitive.name == "custom_vjp_call"
+    }
+
+
 def test_table_covers_every_exported_layer():
     layer_names = set(funcbp.layers.__all__)
-    assert set(ROWS) == layer_names
+    run = {row.name: _rules_run(row.manual, _args(row)) for row in LAYER_CHECKS}
+    assert run == {name: {EDGE_ROWS.get(name, name)} for name in ROWS}
+    assert set(ROWS) - set(EDGE_ROWS) == layer_names
     assert all(getattr(funcbp, name) is getattr(funcbp.layers, name) for name in layer_names)
 
 
@@ -197,6 +215,19 @@ def test_one_hot_and_index_labels_agree():
         chex.assert_trees_all_close(by_index, by_one_hot, rtol=1e-14)
 
 
+def test_label_smoothing_rows_give_the_cross_entropy_the_rule_differentiates():
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 4)))
+    t = 0.9 * jax.nn.one_hot(jnp.array([0, 1, 2]), 4, dtype=x.dtype) + 0.1 / 4
+    y = jax.nn.softmax(x)
+    for layer, twin, arg, log_y in [
+        (funcbp.softmax_with_loss, reference.softmax_with_loss, x, jax.nn.log_softmax(x)),
+        (funcbp.cross_entropy_error, reference.cross_entropy_error, y, jnp.log(y + 1e-7)),
+    ]:
+        loss, g = jax.value_and_grad(layer)(arg, t)
+        np.testing.assert_allclose(loss, -jnp.sum(t * log_y) / 3, rtol=1e-12)
+        chex.assert_trees_all_close(g, jax.grad(twin)(arg, t), rtol=1e-12)
+
+
 def test_softmax_with_loss_gradient_is_book_formula():
     x = jnp.asarray(np.random.default_rng(0).standard_normal((5, 4)))
     t = jnp.array([0, 3, 1, 1, 2])
@@ -236,6 +267,241 @@ def test_affine_on_4d_input_keeps_its_shape():
     chex.assert_trees_all_close(dx, (dout @ W.T).reshape(x.shape))
     chex.assert_trees_all_close(dW, x.reshape(2, 16).T @ dout)
     chex.assert_trees_all_close(db, dout.sum(0))
+
+
+# --- no silent wrong answers ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Returns:
+    """The loss, and its gradient with respect to the first argument when given.
+
+    ``twin_grad`` is jax.grad of the twin where it differs from the layer's
+    rule: for rows of t that do not sum to 1, which the rule assumes they do.
+    """
+
+    value: float
+    grad: Any = None
+    twin_grad: Any = None
+    dtype: Any = None  # by default, the dtype the row is run in
+
+
+@dataclass(frozen=True)
+class Raises:
+    error: type[Exception]
+    match: str
+
+
+@dataclass(frozen=True)
+class Edge:
+    """An input a layer must not answer silently wrong, and what comes instead.
+
+    ``args(dtype)`` builds the arguments. ``expect`` is what comes eagerly.
+    ``under_jit`` is what comes under jit where it differs: the checks of t's
+    values need concrete labels and are off there, so t is used as given.
+    """
+
+    name: str
+    layer: str  # the same name in funcbp.layers and funcbp.reference
+    args: Callable[[Any], tuple]
+    expect: Returns | Raises
+    under_jit: Returns | Raises | None = None
+
+
+_INF = float("inf")
+# softmax([1, -inf, 0.5]): the masked class gets 0.
+_P = np.exp([1.0, -_INF, 0.5]) / np.exp([1.0, -_INF, 0.5]).sum()
+_MASKED = [[1.0, -_INF, 0.5]]
+
+# Scores and probabilities with C = 10 classes, and labels with a bad row.
+_X = np.random.default_rng(0).standard_normal((3, 10))
+_Y = np.exp(_X) / np.exp(_X).sum(-1, keepdims=True)
+_ONE_HOT = np.eye(3)[:2]  # two rows, C = 3
+
+
+def _one_hot(t, classes):
+    # As jax.nn.one_hot: an index outside 0..C-1 is a zero row.
+    return (np.asarray(t)[..., None] == np.arange(classes)).astype(np.float64)
+
+
+def _as_given(x, t):
+    """softmax_with_loss with t's rows as they are.
+
+    The loss is -sum(t log y) / N. The rule gives (y - t) / N; the exact
+    derivative, which jax.grad of the twin gives, is (y sum(t) - t) / N.
+    """
+    xb, tb = np.atleast_2d(x), np.atleast_2d(t)
+    log_y = xb - np.log(np.exp(xb).sum(-1, keepdims=True))
+    n, y = len(xb), np.exp(log_y)
+    loss = -np.sum(np.where(tb != 0, tb * log_y, 0)) / n
+    rule, exact = (y - tb) / n, (y * tb.sum(-1, keepdims=True) - tb) / n
+    return Returns(loss, rule.reshape(np.shape(x)), exact.reshape(np.shape(x)))
+
+
+def _cross_entropy_as_given(y, t):
+    """cross_entropy_error with t's rows as they are; its rule is the exact derivative."""
+    return Returns(-np.sum(t * np.log(y + 1e-7)) / len(y), -t / (len(y) * (y + 1e-7)))
+
+
+EDGES = [
+    Edge(
+        "masked logit, index label",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_MASKED, d), jnp.array([0])),
+        Returns(-np.log(_P[0]), [_P - [1, 0, 0]]),
+    ),
+    Edge(
+        "masked logit, one-hot label",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_MASKED, d), jnp.array([[1, 0, 0]], d)),
+        Returns(-np.log(_P[0]), [_P - [1, 0, 0]]),
+    ),
+    Edge(
+        # log 0: honest, and the gradient is the rule's finite (y - t) / N.
+        "label on the masked logit",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_MASKED, d), jnp.array([1])),
+        Returns(_INF, [_P - [0, 1, 0]]),
+    ),
+    Edge(
+        "index label C",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X, d), jnp.array([1, 2, 10])),
+        Raises(ValueError, r"t must hold class indices in 0\.\.9 \(C = 10\), got 10 at t\[2\]"),
+        _as_given(_X, _one_hot([1, 2, 10], 10)),  # a zero row: the row adds nothing
+    ),
+    Edge(
+        "index label -1",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X, d), jnp.array([1, -1, 3])),
+        Raises(ValueError, r"t must hold class indices in 0\.\.9 \(C = 10\), got -1 at t\[1\]"),
+        _as_given(_X, _one_hot([1, -1, 3], 10)),
+    ),
+    Edge(
+        "index label C, batch of one",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[0], d), jnp.array(10)),
+        Raises(ValueError, r"0\.\.9 \(C = 10\), got 10(?! at)"),
+        _as_given(_X[0], _one_hot(10, 10)),
+    ),
+    Edge(
+        "cross-entropy index label C",
+        "cross_entropy_error",
+        lambda d: (jnp.array(_Y, d), jnp.array([1, 2, 10])),
+        Raises(ValueError, r"t must hold class indices in 0\.\.9 \(C = 10\), got 10 at t\[2\]"),
+        _cross_entropy_as_given(_Y, _one_hot([1, 2, 10], 10)),
+    ),
+    Edge(
+        "one-hot row summing to 2",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array([[1, 0, 0], [0, 1, 1]], d)),
+        Raises(ValueError, r"t rows must sum to 1 .*got a row summing to 2\.0 at t\[1\]"),
+        _as_given(_X[:2, :3], np.array([[1, 0, 0], [0, 1, 1]])),
+    ),
+    Edge(
+        "one-hot negative entry",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array([[1, 0, 0], [0, 2, -1]], d)),
+        Raises(ValueError, r"one-hot t must be non-negative, got -1\.0 at t\[1, 2\]"),
+        _as_given(_X[:2, :3], np.array([[1, 0, 0], [0, 2, -1]])),
+    ),
+    Edge(
+        "one-hot zero row",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array([[1, 0, 0], [0, 0, 0]], d)),
+        Raises(ValueError, r"got a row summing to 0\.0 at t\[1\]"),
+        _as_given(_X[:2, :3], np.array([[1, 0, 0], [0, 0, 0]])),
+    ),
+    Edge(
+        "cross-entropy one-hot row summing to 2",
+        "cross_entropy_error",
+        lambda d: (jnp.array(_Y[:2, :3], d), jnp.array([[1, 0, 0], [0, 1, 1]], d)),
+        Raises(ValueError, r"t rows must sum to 1 .*got a row summing to 2\.0 at t\[1\]"),
+        _cross_entropy_as_given(_Y[:2, :3], np.array([[1, 0, 0], [0, 1, 1]])),
+    ),
+    Edge(
+        "label smoothing is accepted",
+        "softmax_with_loss",
+        lambda d: (jnp.array(_X[:2, :3], d), jnp.array(0.9 * _ONE_HOT + 0.1 / 3, d)),
+        _as_given(_X[:2, :3], 0.9 * _ONE_HOT + 0.1 / 3),
+    ),
+    Edge(
+        "cross-entropy label smoothing is accepted",
+        "cross_entropy_error",
+        lambda d: (jnp.array(_Y[:2, :3], d), jnp.array(0.9 * _ONE_HOT + 0.1 / 3, d)),
+        _cross_entropy_as_given(_Y[:2, :3], 0.9 * _ONE_HOT + 0.1 / 3),
+    ),
+    Edge(
+        "empty batch, affine",
+        "affine",
+        lambda d: (jnp.ones((0, 3), d), jnp.ones((3, 2), d), jnp.ones(2, d)),
+        Raises(ValueError, r"x must hold at least one example \(N >= 1\), got N = 0"),
+    ),
+    Edge(
+        "empty batch, softmax_with_loss",
+        "softmax_with_loss",
+        lambda d: (jnp.ones((0, 3), d), jnp.ones(0, int)),
+        Raises(ValueError, r"x must hold at least one example \(N >= 1\), got N = 0"),
+    ),
+    Edge(
+        "empty batch, cross_entropy_error",
+        "cross_entropy_error",
+        lambda d: (jnp.ones((0, 3), d), jnp.ones((0, 3), d)),
+        Raises(ValueError, r"y must hold at least one example \(N >= 1\), got N = 0"),
+    ),
+    Edge(
+        "no classes",
+        "softmax_with_loss",
+        lambda d: (jnp.ones((2, 0), d), jnp.zeros(2, int)),
+        Raises(ValueError, r"x must have at least one class \(C >= 1\), got C = 0"),
+    ),
+    Edge(
+        "the book's mul(100, 2)",
+        "mul",
+        lambda d: (100, 2),
+        Returns(200.0, dtype=jnp.result_type(float)),  # the default float
+    ),
+    Edge(
+        "a Python int takes the other's dtype",
+        "mul",
+        lambda d: (jnp.asarray(100.0, d), 2),
+        Returns(200.0, grad=2.0),
+    ),
+    Edge(
+        "an integer array is refused",
+        "add",
+        lambda d: (jnp.array([100]), jnp.array([2.0], d)),
+        Raises(TypeError, "x must be a floating-point array, got dtype int"),
+    ),
+]
+
+
+@pytest.mark.parametrize("impl", [funcbp.layers, reference], ids=["layer", "twin"])
+@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("edge", EDGES, ids=[e.name for e in EDGES])
+def test_no_silent_wrong_answer(edge, dtype, jit, impl):
+    args = edge.args(dtype)
+    expect = edge.under_jit if jit and edge.under_jit else edge.expect
+    fn = getattr(impl, edge.layer)
+    if isinstance(expect, Returns) and expect.grad is not None:
+        fn = jax.value_and_grad(fn)
+    fn = jax.jit(fn) if jit else fn
+    if isinstance(expect, Raises):
+        with pytest.raises(expect.error, match=expect.match):
+            fn(*args)
+        return
+    out = fn(*args)
+    value, grad = out if expect.grad is not None else (out, None)
+    rtol = 1e-6 if dtype == jnp.float32 else 1e-12
+    assert value.dtype == (expect.dtype or dtype)
+    np.testing.assert_allclose(value, expect.value, rtol=rtol)
+    if grad is not None:
+        expected = expect.grad
+        if impl is reference and expect.twin_grad is not None:
+            expected = expect.twin_grad
+        assert grad.dtype == dtype and grad.shape == np.shape(expected)
+        np.testing.assert_allclose(grad, expected, rtol=rtol, atol=rtol)
 
 
 # --- bad input ----------------------------------------------------------------
