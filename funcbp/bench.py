@@ -191,18 +191,7 @@ class _Impl:
     peak_mem_mb: float | None = None
 
 
-def _funcbp_impl(
-    name: str,
-    net: Network,
-    grad: str,
-    seed: int,
-    x,
-    t,
-    steps: int,
-    *,
-    models: int = 1,
-    shared: bool = False,
-) -> _Impl:
+def _funcbp_impl(name, net: Network, grad, seed, x, t, steps, *, models=1, shared=False) -> _Impl:
     """funcbp's training loop: the chunk ``funcbp train`` runs, compiled for ``steps`` steps."""
     opt = make_optimizer("sgd", LR)
     keys = run_keys(seed, models)

@@ -362,16 +362,18 @@ def _run_evaluate(args) -> int:
 # --- bench ------------------------------------------------------------------
 
 
+_BENCH = (
+    "Train 784-50-10 with SGD on mnist-5k from one init and one minibatch schedule: funcbp "
+    "(manual rules and autodiff), the book's NumPy layer classes, PyTorch eager (when "
+    "installed) and 8 seeds in one program; report seconds per 10,000 steps (median of "
+    "interleaved rounds), speedups, GFLOP/s and the share of a matmul roofline measured in "
+    "the same run."
+)
+
+
 def _add_bench(sub) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="time funcbp's training loop against the book's NumPy code, PyTorch and 8 models",
-        description="Train 784-50-10 with SGD on mnist-5k from one init and one minibatch "
-        "schedule: funcbp (manual rules and autodiff), the book's NumPy layer classes, PyTorch "
-        "eager (when installed) and 8 seeds in one program; report seconds per 10,000 steps "
-        "(median of interleaved rounds), speedups, GFLOP/s and the share of a matmul roofline "
-        "measured in the same run.",
-    )
+    help_ = "time funcbp's training loop against the book's NumPy code, PyTorch and 8 models"
+    p = sub.add_parser("bench", help=help_, description=_BENCH)
     p.add_argument("--steps", type=int, help="SGD steps per run (default 10000; 300 with --quick)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
     p.add_argument("--quick", action="store_true", help="a short run, under a minute")

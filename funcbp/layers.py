@@ -435,15 +435,10 @@ def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
 
     Args:
         x: scores, (N, C) or (C,) for a batch of one.
-        t: one-hot labels of x's shape (rows may be distributions, as label
-            smoothing makes them), or integer class indices of shape (N,).
+        t: labels, as for :func:`cross_entropy_error` (and checked the same way).
 
     Returns:
         A scalar.
-
-    Raises:
-        ValueError: for N = 0 and, when t is concrete (not under ``jit``), for
-            an index outside 0..C-1 or a row that is negative or does not sum to 1.
 
     Backward: ``dx = dout * (y - onehot(t)) / N`` with ``y = softmax(x)``; no
     gradient flows into t. Unlike the book's ``backward(dout=1)``, the

@@ -221,17 +221,9 @@ class Network:
 
     # --- forward --------------------------------------------------------------
 
-    def forward(
-        self,
-        params: Params,
-        x: ArrayLike,
-        state: State | None = None,
-        *,
-        train: bool = False,
-        key: Array | None = None,
-        twins: bool = False,
-        start: int = 0,
-    ) -> tuple[Array, State]:
+    def forward(self, params: Params, x: ArrayLike, state: State | None = None, *,
+                train: bool = False, key: Array | None = None, twins: bool = False,
+                start: int = 0) -> tuple[Array, State]:  # fmt: skip
         """``(scores, new_state)``: layers ``start..`` in order, each in its ``jax.named_scope``.
 
         ``twins`` runs the plain-jnp twins instead of the hand-written layers.
@@ -245,15 +237,8 @@ class Network:
             new_state.update(updated)
         return h, new_state
 
-    def predict(
-        self,
-        params: Params,
-        x: ArrayLike,
-        state: State | None = None,
-        *,
-        train: bool = False,
-        key: Array | None = None,
-    ):
+    def predict(self, params: Params, x: ArrayLike, state: State | None = None, *,
+                train: bool = False, key: Array | None = None):  # fmt: skip
         """Scores (N, C): the last Affine's output; softmax is only for the loss.
 
         Eval mode by default, as the book's ``predict(x, train_flg=False)``;
@@ -263,32 +248,17 @@ class Network:
         scores, new_state = self.forward(params, x, state, train=train, key=key)
         return (scores, new_state) if train else scores
 
-    def loss(
-        self,
-        params: Params,
-        x: ArrayLike,
-        t: ArrayLike,
-        state: State | None = None,
-        *,
-        train: bool = False,
-        key: Array | None = None,
-    ):
+    def loss(self, params: Params, x: ArrayLike, t: ArrayLike, state: State | None = None,
+             *, train: bool = False, key: Array | None = None):  # fmt: skip
         """Mean Softmax-with-Loss (plus weight decay); t one-hot (N, C) or indices (N,).
 
         A scalar in eval mode; ``(loss, new_state)`` with ``train=True``.
         """
         return self._loss(params, x, t, state, train=train, key=key, twins=False)
 
-    def reference_loss(
-        self,
-        params: Params,
-        x: ArrayLike,
-        t: ArrayLike,
-        state: State | None = None,
-        *,
-        train: bool = False,
-        key: Array | None = None,
-    ):
+    def reference_loss(self, params: Params, x: ArrayLike, t: ArrayLike,
+                       state: State | None = None, *, train: bool = False,
+                       key: Array | None = None):  # fmt: skip
         """:meth:`loss` through the plain-jnp twins, for ``jax.grad`` to differentiate."""
         return self._loss(params, x, t, state, train=train, key=key, twins=True)
 
@@ -325,16 +295,9 @@ class Network:
 
     # --- gradients --------------------------------------------------------------
 
-    def value_and_grad(
-        self,
-        params: Params,
-        x: ArrayLike,
-        t: ArrayLike,
-        state: State | None = None,
-        *,
-        key: Array | None = None,
-        method: str = "manual",
-    ) -> tuple[tuple[Array, State], Params]:
+    def value_and_grad(self, params: Params, x: ArrayLike, t: ArrayLike,
+                       state: State | None = None, *, key: Array | None = None,
+                       method: str = "manual") -> tuple[tuple[Array, State], Params]:  # fmt: skip
         """``((loss, new_state), grads)`` of the training loss, by one of the gradient methods."""
         if method == "manual":
             train_loss = partial(self.loss, train=True, key=key)
@@ -352,28 +315,13 @@ class Network:
             return value, grads
         raise ValueError(f"method must be one of {', '.join(GRADIENT_METHODS)}, got {method!r}")
 
-    def gradient(
-        self,
-        params: Params,
-        x: ArrayLike,
-        t: ArrayLike,
-        state: State | None = None,
-        *,
-        key: Array | None = None,
-        method: str = "manual",
-    ) -> Params:
+    def gradient(self, params: Params, x: ArrayLike, t: ArrayLike, state: State | None = None,
+                 *, key: Array | None = None, method: str = "manual") -> Params:  # fmt: skip
         """The training loss's gradient by one of :data:`GRADIENT_METHODS`; they agree."""
         return self.value_and_grad(params, x, t, state, key=key, method=method)[1]
 
-    def backprop(
-        self,
-        params: Params,
-        x: ArrayLike,
-        t: ArrayLike,
-        state: State | None = None,
-        *,
-        key: Array | None = None,
-    ) -> Params:
+    def backprop(self, params: Params, x: ArrayLike, t: ArrayLike, state: State | None = None,
+                 *, key: Array | None = None) -> Params:  # fmt: skip
         """The book's ``gradient()``: forward, then each hand-written backward in reverse.
 
         No JAX autodiff is involved: every ``fwd`` keeps its residuals, and

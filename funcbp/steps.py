@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from funcbp import layers
@@ -41,6 +40,7 @@ __all__ = [
     "UNROLL_MAX",
     "RunKeys",
     "TrainState",
+    "chunk_indices",
     "init_train_state",
     "make_chunk",
     "make_evaluate",
@@ -327,25 +327,3 @@ def make_evaluate(net: Network, *, models: int = 1, batch: int = 500) -> Callabl
     if models > 1:
         accuracy = jax.vmap(accuracy, in_axes=(0, 0, None, None))
     return jax.jit(accuracy)
-
-
-def host_indices(
-    keys: RunKeys,
-    start: int,
-    length: int,
-    batch_size: int,
-    n: int,
-    *,
-    models: int = 1,
-    shared: bool = False,
-) -> np.ndarray:
-    """:func:`chunk_indices` computed on the device and brought to the host (for feeding a mesh)."""
-    return np.asarray(_host_indices(keys.data, start, length, batch_size, n, models, shared))
-
-
-_host_indices = jax.jit(
-    lambda data, start, length, batch_size, n, models, shared: chunk_indices(
-        data, start, length, batch_size, n, models=models, shared=shared
-    ),
-    static_argnums=(2, 3, 4, 5, 6),
-)

@@ -32,7 +32,7 @@ from funcbp.distributed import data_parallel_mesh, feed_batches, local_copy, rep
 from funcbp.net import Network
 from funcbp.steps import (
     TrainState,
-    host_indices,
+    chunk_indices,
     init_train_state,
     make_chunk,
     make_evaluate,
@@ -260,14 +260,15 @@ class _Loop:
         self.config, self.net, self.opt, self.data = config, net, opt, data
         self.mesh, self.keys, self.timing = mesh, keys, timing
         self.models = config.seeds
+        kind = {"models": self.models, "shared": config.shared_batches}
         self.chunk = make_chunk(
-            net,
-            opt,
-            config.grad,
-            config.batch_size,
-            models=self.models,
-            shared=config.shared_batches,
-            fed=mesh is not None,
+            net, opt, config.grad, config.batch_size, fed=mesh is not None, **kind
+        )
+        # A mesh is fed from the host: the chunk's minibatches, drawn as on one device.
+        rows, batch = data.x_train.shape[0], config.batch_size
+        self.draw = jax.jit(
+            lambda keys, start, length: chunk_indices(keys, start, length, batch, rows, **kind),
+            static_argnums=2,
         )
         self.compiled: dict[int, Any] = {}
         self.small = self.big = None
@@ -276,10 +277,10 @@ class _Loop:
             jnp.asarray, (data.x_train, data.t_train, data.x_test, data.t_test)
         )
         self.train_set = device_data[:2]
-        n = config.eval_samples
+        first = config.eval_samples  # the book's conv-net trainer evaluates the first 1000
         self.eval_sets = {
-            "train": tuple(a[:n] if n else a for a in device_data[:2]),
-            "test": tuple(a[:n] if n else a for a in device_data[2:]),
+            "train": tuple(a[:first] if first else a for a in device_data[:2]),
+            "test": tuple(a[:first] if first else a for a in device_data[2:]),
         }
         self.full_sets = {"train": device_data[:2], "test": device_data[2:]}
         self.evaluate_fn = make_evaluate(net, models=self.models)
@@ -296,22 +297,9 @@ class _Loop:
     def _args(self, state, start: int, length: int):
         if self.mesh is None:
             return (state, start, self.keys, *self.train_set)
-        c = self.config
-        idx = host_indices(
-            self.keys,
-            start,
-            length,
-            c.batch_size,
-            self.data.x_train.shape[0],
-            models=self.models,
-            shared=c.shared_batches,
-        )
-        return (
-            state,
-            start,
-            self.keys,
-            *feed_batches(self.data.x_train, self.data.t_train, idx, self.mesh),
-        )
+        idx = np.asarray(self.draw(self.keys.data, start, length))
+        batches = feed_batches(self.data.x_train, self.data.t_train, idx, self.mesh)
+        return (state, start, self.keys, *batches)
 
     def run_chunk(self, state: TrainState, start: int, length: int):
         """Steps start..start+length-1; returns the new state and the losses on the host."""
