@@ -1,15 +1,17 @@
-"""funcbp: backpropagation from *Deep Learning from Scratch*, chapter 5, in JAX.
+"""funcbp: backpropagation from *Deep Learning from Scratch* in JAX.
 
-The layers are pure functions whose backward rules are hand-written and
-registered with ``jax.custom_vjp``; :mod:`funcbp.reference` holds their
-plain-jnp twins, and :func:`compare_gradients` checks one against the other
-and against :func:`numerical_gradient`.
+The layers (chapter 5's, and chapter 7's convolution and pooling) are pure functions whose backward
+rules are hand-written and registered with ``jax.custom_vjp``;
+:mod:`funcbp.reference` holds their plain-jnp twins, and
+:func:`compare_gradients` checks one against the other and against
+:func:`numerical_gradient`.
 
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) cannot pass through
 ``custom_vjp``; reverse mode, ``grad`` of ``grad`` and ``jax.hessian`` work.
 """
 
 from funcbp import reference
+from funcbp.conv import convolution, pooling, transpose
 from funcbp.gradcheck import compare_gradients, numerical_gradient
 from funcbp.layers import (
     add,
@@ -30,14 +32,17 @@ __all__ = [
     "add",
     "affine",
     "compare_gradients",
+    "convolution",
     "cross_entropy_error",
     "mul",
     "network",
     "numerical_gradient",
+    "pooling",
     "reference",
     "relu",
     "sigmoid",
     "softmax",
     "softmax_with_loss",
+    "transpose",
     "two_layer",
 ]

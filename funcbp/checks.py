@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from funcbp import layers, reference
+from funcbp import conv, layers, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
 from funcbp.net import two_layer
 
@@ -73,6 +74,78 @@ def _scores_and_labels(rng, dtype):
     return _normal(rng, (4, 5), dtype), _labels(rng, 4, 5)
 
 
+# --- chapter 7 ---
+
+
+def _distinct(rng, shape, dtype):
+    """Values 0.05 apart, none within 0.025 of 0, shuffled.
+
+    Max pooling's gradient jumps where two values of a window tie, and a ReLU's
+    at 0; finite differences (float32 steps 1e-2) must not cross either.
+    """
+    n = int(np.prod(shape))
+    values = 0.05 * (np.arange(n) - n // 2) + 0.025
+    return jnp.asarray(rng.permutation(values).reshape(shape), dtype)
+
+
+def _conv_args(x_shape, w_shape):
+    def make(rng, dtype):
+        x, W = _normal(rng, x_shape, dtype), _normal(rng, w_shape, dtype)
+        return x, W, _normal(rng, (w_shape[0],), dtype)
+
+    return make
+
+
+def _relu_then_pool(x):
+    """pooling(relu(x)): all-negative windows become all-zero ones, ties everywhere."""
+    return conv.pooling(layers.relu(x))
+
+
+def _relu_then_pool_twin(x):
+    return reference.pooling(reference.relu(x))
+
+
+def _negative_windows(rng, dtype):
+    # Half of the 2x2 windows all negative: after the ReLU, ties of zeros.
+    x = np.abs(np.asarray(_distinct(rng, (2, 2, 4, 6), np.float64)))
+    signs = np.where(rng.random((2, 2, 2, 3)) < 0.5, -1.0, 1.0)
+    return (jnp.asarray(x * signs.repeat(2, axis=2).repeat(2, axis=3), dtype),)
+
+
+LATER_LAYER_CHECKS: tuple[Check, ...] = (
+    # Stride 2 with padding, non-square filters, both layouts, and windows
+    # that lie partly (pad 2 with a 2-row filter) or wholly in the padding.
+    Check(
+        "convolution",
+        partial(conv.convolution, stride=2, pad=1),
+        partial(reference.convolution, stride=2, pad=1),
+        _conv_args((2, 2, 5, 6), (3, 2, 3, 2)),
+    ),
+    Check(
+        "convolution_nhwc",
+        partial(conv.convolution, pad=2, layout="NHWC"),
+        partial(reference.convolution, pad=2, layout="NHWC"),
+        _conv_args((2, 3, 4, 2), (3, 2, 2, 3)),
+    ),
+    Check(
+        "pooling", conv.pooling, reference.pooling, lambda k, d: (_distinct(k, (2, 3, 4, 6), d),)
+    ),
+    # Overlapping windows, whose gradients add, over a zero padding.
+    Check(
+        "pooling_nhwc_overlap",
+        partial(conv.pooling, pool_h=3, pool_w=2, stride=1, pad=1, layout="NHWC"),
+        partial(reference.pooling, pool_h=3, pool_w=2, stride=1, pad=1, layout="NHWC"),
+        lambda k, d: (_distinct(k, (2, 4, 5, 2), d),),
+    ),
+    Check("pooling_relu_ties", _relu_then_pool, _relu_then_pool_twin, _negative_windows),
+    Check(
+        "transpose",
+        partial(conv.transpose, axes=(0, 2, 3, 1)),
+        partial(reference.transpose, axes=(0, 2, 3, 1)),
+        lambda k, d: (_normal(k, (2, 3, 4, 5), d),),
+    ),
+)
+
 LAYER_CHECKS: tuple[Check, ...] = (
     Check("mul", layers.mul, reference.mul, _pair),
     Check("add", layers.add, reference.add, _pair),
@@ -92,6 +165,7 @@ LAYER_CHECKS: tuple[Check, ...] = (
         reference.softmax_with_loss,
         _scores_and_labels,
     ),
+    *LATER_LAYER_CHECKS,
 )
 
 

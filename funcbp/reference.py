@@ -1,4 +1,4 @@
-"""Plain-jnp twins of :mod:`funcbp.layers`, differentiated by JAX itself.
+"""Plain-jnp twins of funcbp's layers, differentiated by JAX itself.
 
 Each twin has its layer's signature and forward math but no custom rule, so
 ``jax.grad`` of a twin is the oracle the hand-written rules are checked
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from funcbp import layers
+from funcbp import conv, layers
 from funcbp.layers import CROSS_ENTROPY_DELTA
 
-__all__ = layers.__all__  # one twin per layer, same names
+# one twin per layer, same names
+__all__ = [*layers.__all__, *conv.__all__]
 
 
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
@@ -67,3 +69,43 @@ def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
     x, t = _batch_one_hot(x, t)
     log_y = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
     return -jnp.sum(log_y * t) / x.shape[0]
+
+
+# --- chapter 7 -------------------------------------------------------
+
+
+def convolution(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: int = 1, pad: int = 0, layout: str = "NCHW"
+) -> Array:
+    # What a JAX user would write: XLA's convolution, W in the book's OIHW.
+    out = jax.lax.conv_general_dilated(
+        jnp.asarray(x),
+        jnp.asarray(W),
+        (stride, stride),
+        [(pad, pad), (pad, pad)],
+        dimension_numbers=(layout, "OIHW", layout),
+    )
+    return out + jnp.reshape(b, (1, -1, 1, 1) if layout == "NCHW" else (1, 1, 1, -1))
+
+
+def pooling(
+    x: ArrayLike,
+    pool_h: int = 2,
+    pool_w: int = 2,
+    stride: int = 2,
+    pad: int = 0,
+    layout: str = "NCHW",
+) -> Array:
+    # Zero padding first, as the book's im2col pads; reduce_window's own would pad with -inf.
+    x = jnp.asarray(x)
+    spatial = (2, 3) if layout == "NCHW" else (1, 2)
+    x = jnp.pad(x, [(pad, pad) if a in spatial else (0, 0) for a in range(4)])
+    window = [pool_h if a == spatial[0] else pool_w if a == spatial[1] else 1 for a in range(4)]
+    strides = [stride if a in spatial else 1 for a in range(4)]
+    return jax.lax.reduce_window(
+        x, np.array(-np.inf, x.dtype), jax.lax.max, window, strides, "VALID"
+    )
+
+
+def transpose(x: ArrayLike, axes: tuple[int, ...]) -> Array:
+    return jnp.transpose(x, axes)
