@@ -1,6 +1,7 @@
 """funcbp: backpropagation from *Deep Learning from Scratch* in JAX.
 
-The layers (chapter 5's, and chapter 7's convolution and pooling) are pure functions whose backward
+The layers (chapter 5's, and the later chapters' convolution, pooling, batch
+normalization, dropout and weight decay) are pure functions whose backward
 rules are hand-written and registered with ``jax.custom_vjp``;
 :mod:`funcbp.reference` holds their plain-jnp twins, and
 :func:`compare_gradients` checks one against the other and against
@@ -24,6 +25,7 @@ from funcbp.layers import (
     softmax_with_loss,
 )
 from funcbp.net import Network, network, two_layer
+from funcbp.norm import batch_norm, dropout, weight_decay
 
 __version__ = "0.1.0"
 
@@ -31,9 +33,11 @@ __all__ = [
     "Network",
     "add",
     "affine",
+    "batch_norm",
     "compare_gradients",
     "convolution",
     "cross_entropy_error",
+    "dropout",
     "mul",
     "network",
     "numerical_gradient",
@@ -45,4 +49,5 @@ __all__ = [
     "softmax_with_loss",
     "transpose",
     "two_layer",
+    "weight_decay",
 ]

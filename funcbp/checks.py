@@ -7,6 +7,7 @@ checked by ``funcbp gradcheck`` and by the test suite.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from funcbp import conv, layers, reference
+from funcbp import conv, layers, norm, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
 from funcbp.net import two_layer
 
@@ -26,16 +27,24 @@ __all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
 
 @dataclass(frozen=True)
 class Check:
-    """One row: ``manual(*make_args(rng, dtype))`` is checked against ``reference``."""
+    """One row: ``manual(*make_args(rng, dtype))`` is checked against ``reference``.
+
+    ``argnums`` names the arguments to differentiate; None means every
+    floating one. Batch norm's running statistics are floating but carry no
+    gradient by design, so its rows leave them out.
+    """
 
     name: str
     manual: Callable[..., Any]
     reference: Callable[..., Any]
     make_args: Callable[[np.random.Generator, DTypeLike], tuple[Any, ...]]
+    argnums: tuple[int, ...] | None = None
 
     def run(self, dtype: DTypeLike = jnp.float64, seed: int = 0) -> GradientCheck:
         args = self.make_args(np.random.default_rng(seed), dtype)
-        return compare_gradients(self.manual, self.reference, args, name=self.name, seed=seed)
+        return compare_gradients(
+            self.manual, self.reference, args, argnums=self.argnums, name=self.name, seed=seed
+        )
 
 
 # Example arguments come from NumPy: jax.random would compile a program per shape.
@@ -74,7 +83,7 @@ def _scores_and_labels(rng, dtype):
     return _normal(rng, (4, 5), dtype), _labels(rng, 4, 5)
 
 
-# --- chapter 7 ---
+# --- chapters 6 and 7 ---
 
 
 def _distinct(rng, shape, dtype):
@@ -112,6 +121,48 @@ def _negative_windows(rng, dtype):
     return (jnp.asarray(x * signs.repeat(2, axis=2).repeat(2, axis=3), dtype),)
 
 
+def _first_output(fn, **static):
+    """``fn(*args, **static)[0]``: batch norm's ``out``, without the new running statistics."""
+
+    @functools.wraps(fn)
+    def out(*args):
+        return fn(*args, **static)[0]
+
+    return out
+
+
+def _batch_norm_args(x_shape, d):
+    def make(rng, dtype):
+        x = _normal(rng, x_shape, dtype, 2.0)
+        gamma, beta = _normal(rng, (d,), dtype), _normal(rng, (d,), dtype)
+        mean = _normal(rng, (d,), dtype)
+        var = jnp.asarray(rng.uniform(0.5, 2.0, d), dtype)
+        return x, gamma, beta, mean, var
+
+    return make
+
+
+def _batch_norm_row(name, x_shape, d, **static):
+    return Check(
+        name,
+        _first_output(norm.batch_norm, **static),
+        _first_output(reference.batch_norm, **static),
+        _batch_norm_args(x_shape, d),
+        argnums=(0, 1, 2),  # x, gamma, beta; the running statistics carry no gradient
+    )
+
+
+def _dropout_row(name, make_key, **static):
+    def make(rng, dtype):
+        return _normal(rng, (4, 6), dtype), make_key(0)
+
+    return Check(name, partial(norm.dropout, **static), partial(reference.dropout, **static), make)
+
+
+def _weights(rng, dtype):
+    return ({"W1": _normal(rng, (3, 4), dtype), "W2": _normal(rng, (4, 2), dtype)},)
+
+
 LATER_LAYER_CHECKS: tuple[Check, ...] = (
     # Stride 2 with padding, non-square filters, both layouts, and windows
     # that lie partly (pad 2 with a 2-row filter) or wholly in the padding.
@@ -143,6 +194,19 @@ LATER_LAYER_CHECKS: tuple[Check, ...] = (
         partial(conv.transpose, axes=(0, 2, 3, 1)),
         partial(reference.transpose, axes=(0, 2, 3, 1)),
         lambda k, d: (_normal(k, (2, 3, 4, 5), d),),
+    ),
+    _batch_norm_row("batch_norm", (5, 4), 4),
+    _batch_norm_row("batch_norm_4d", (4, 2, 3, 3), 18),
+    _batch_norm_row("batch_norm_4d_eval", (4, 2, 3, 3), 18, train=False),
+    _batch_norm_row("batch_norm_channel", (4, 3, 2, 2), 3, axis=1),
+    _dropout_row("dropout", jax.random.key),
+    _dropout_row("dropout_eval", jax.random.key, train=False),
+    _dropout_row("dropout_inverted", jax.random.PRNGKey, inverted=True),
+    Check(
+        "weight_decay",
+        partial(norm.weight_decay, lam=0.1),
+        partial(reference.weight_decay, lam=0.1),
+        _weights,
     ),
 )
 

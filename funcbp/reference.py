@@ -8,17 +8,20 @@ against. Unlike the layers, the twins also work under forward mode
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from funcbp import conv, layers
+from funcbp import conv, layers, norm
 from funcbp.layers import CROSS_ENTROPY_DELTA
+from funcbp.norm import BATCH_NORM_EPS
 
 # one twin per layer, same names
-__all__ = [*layers.__all__, *conv.__all__]
+__all__ = [*layers.__all__, *conv.__all__, *norm.__all__]
 
 
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
@@ -71,7 +74,7 @@ def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
     return -jnp.sum(log_y * t) / x.shape[0]
 
 
-# --- chapter 7 -------------------------------------------------------
+# --- chapters 6 and 7 -------------------------------------------------------
 
 
 def convolution(
@@ -109,3 +112,55 @@ def pooling(
 
 def transpose(x: ArrayLike, axes: tuple[int, ...]) -> Array:
     return jnp.transpose(x, axes)
+
+
+def batch_norm(
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
+    train: bool = True,
+    momentum: float = 0.9,
+    axis: int | None = None,
+) -> tuple[Array, tuple[Array, Array]]:
+    x = jnp.asarray(x)
+    if axis is None:
+        xw, over = x.reshape(x.shape[0], -1), (0,)
+    else:
+        xw, over = x, tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+
+    def per_feature(v):
+        return jnp.reshape(v, [1 if a in over else -1 for a in range(xw.ndim)])
+
+    # No gradient flows into or out of the running statistics, as in the rule.
+    running_mean, running_var = jax.lax.stop_gradient((running_mean, running_var))
+    if train:
+        mu = jnp.mean(xw, axis=over, keepdims=True)
+        var = jnp.mean((xw - mu) ** 2, axis=over, keepdims=True)
+        new_mean, new_var = jax.lax.stop_gradient(
+            (
+                momentum * running_mean + (1 - momentum) * mu.reshape(-1),
+                momentum * running_var + (1 - momentum) * var.reshape(-1),
+            )
+        )
+    else:
+        mu, var = per_feature(running_mean), per_feature(running_var)
+        new_mean, new_var = running_mean, running_var
+    xn = (xw - mu) / jnp.sqrt(var + BATCH_NORM_EPS)
+    out = per_feature(gamma) * xn + per_feature(beta)
+    return out.reshape(x.shape), (new_mean, new_var)
+
+
+def dropout(
+    x: ArrayLike, key: Any, rate: float = 0.5, train: bool = True, inverted: bool = False
+) -> Array:
+    x = jnp.asarray(x)
+    if not train:
+        return x if inverted else x * (1 - rate)
+    mask = jax.random.uniform(key, x.shape) > rate
+    return x * mask / (1 - rate) if inverted else x * mask
+
+
+def weight_decay(weights: Any, lam: float) -> Array:
+    return 0.5 * lam * sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights))

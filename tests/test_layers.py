@@ -9,15 +9,15 @@ from absl.testing import parameterized
 from jax.test_util import check_grads
 
 import funcbp
-from funcbp import conv, layers, reference
+from funcbp import conv, layers, norm, reference
 from funcbp.checks import LAYER_CHECKS
 
 ROWS = {c.name: c for c in LAYER_CHECKS}
-LAYER_NAMES = {*layers.__all__, *conv.__all__}
+LAYER_NAMES = {*layers.__all__, *conv.__all__, *norm.__all__}
 # The per-row variants below run on chapter 5's rows. The later layers' rows
-# are checked jitted in both dtypes by test_checks, and eagerly, under vmap and
-# in float32 by test_conv; these variants on them too would add
-# a minute and a half on a 2-core CPU.
+# are checked jitted in both dtypes by test_checks, and against the book, under
+# vmap and in float32 by test_conv and test_norm; these variants on them too
+# would add a minute and a half on a 2-core CPU.
 CHAPTER_5_CHECKS = tuple(c for c in LAYER_CHECKS if c.name in layers.__all__)
 
 
@@ -39,7 +39,7 @@ def test_table_covers_every_exported_layer():
     for name in ROWS:
         assert name in LAYER_NAMES or any(name.startswith(f"{n}_") for n in LAYER_NAMES), name
     assert set(reference.__all__) == LAYER_NAMES
-    for module in (layers, conv):
+    for module in (layers, conv, norm):
         assert all(getattr(funcbp, name) is getattr(module, name) for name in module.__all__)
 
 
