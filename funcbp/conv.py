@@ -57,6 +57,16 @@ def _in_size(out: int, window: int, stride: int, pad: int) -> int:
     return (out - 1) * stride + window - 2 * pad
 
 
+def _image(x: ArrayLike, layout: str) -> Array:
+    x = _floating("x", x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"x must have shape {'(N, C, H, W)' if layout == 'NCHW' else '(N, H, W, C)'}, "
+            f"got shape {x.shape}"
+        )
+    return x
+
+
 def _pad_spatial(x: Array, pad: int, axes: tuple[int, int]) -> Array:
     if pad == 0:
         return x
@@ -98,8 +108,8 @@ def _add_windows(
     Each piece goes back to its strided offsets by ``lax.pad`` (interior
     padding spreads it out, negative edge padding crops the zero padding) and
     the pieces are summed, so overlapping windows add. XLA fuses this into one
-    pass; a scatter-add or a transposed convolution is several times slower
-    on CPU (experiments/col2im_routes.py).
+    pass; on CPU a scatter-add and, far more, a transposed convolution are
+    slower (experiments/col2im_routes.py measures the three).
     """
     h, w = axes
     out = (pieces[0].shape[h], pieces[0].shape[w])
@@ -178,10 +188,7 @@ def im2col(
         convolution.
     """
     fh, fw, stride, pad = _helper_args(layout, filter_h, filter_w, stride, pad)
-    x = _floating("x", x)
-    if x.ndim != 4:
-        raise ValueError(f"x must have shape (N, C, H, W) or (N, H, W, C), got shape {x.shape}")
-    col = _im2col(_to_nhwc(x, layout), fh, fw, stride, pad)
+    col = _im2col(_to_nhwc(_image(x, layout), layout), fh, fw, stride, pad)
     col = col.reshape(-1, fh * fw, col.shape[-1] // (fh * fw))
     return col.transpose(0, 2, 1).reshape(col.shape[0], -1)
 
@@ -250,12 +257,7 @@ def convolution(
 def _convolution_fwd(x, W, b, stride=1, pad=0, layout="NCHW"):
     _spatial_axes(layout)
     stride, pad = _static_int("stride", stride, 1), _static_int("pad", pad, 0)
-    x, W, b = _floating("x", x), _floating("W", W), _floating("b", b)
-    if x.ndim != 4:
-        raise ValueError(
-            f"x must have shape {'(N, C, H, W)' if layout == 'NCHW' else '(N, H, W, C)'}, "
-            f"got shape {x.shape}"
-        )
+    x, W, b = _image(x, layout), _floating("W", W), _floating("b", b)
     if W.ndim != 4:
         raise ValueError(f"W must have shape (FN, C, FH, FW), got shape {W.shape}")
     x = _to_nhwc(x, layout)
@@ -280,6 +282,7 @@ def _convolution_bwd(stride, pad, layout, res, dout):
     fn, _, fh, fw = W.shape
     dout = _to_nhwc(dout, layout).reshape(-1, fn)
     db = jnp.sum(dout, axis=0)
+    # col's columns run (FH, FW, C); dW goes back to the book's (FN, C, FH, FW).
     dW = (dout.T @ col.reshape(-1, col.shape[-1])).reshape(fn, fh, fw, -1).transpose(0, 3, 1, 2)
     dcol = (dout @ _filters(W)).reshape(col.shape)
     dx = _col2im(dcol, fh, fw, stride, pad)
@@ -326,12 +329,7 @@ def _pooling_fwd(x, pool_h=2, pool_w=2, stride=2, pad=0, layout="NCHW"):
     axes = _spatial_axes(layout)
     pool_h, pool_w = _static_int("pool_h", pool_h, 1), _static_int("pool_w", pool_w, 1)
     stride, pad = _static_int("stride", stride, 1), _static_int("pad", pad, 0)
-    x = _floating("x", x)
-    if x.ndim != 4:
-        raise ValueError(
-            f"x must have shape {'(N, C, H, W)' if layout == 'NCHW' else '(N, H, W, C)'}, "
-            f"got shape {x.shape}"
-        )
+    x = _image(x, layout)
     out_size = (
         _out_size("height", x.shape[axes[0]], pool_h, stride, pad, "pool_h"),
         _out_size("width", x.shape[axes[1]], pool_w, stride, pad, "pool_w"),
@@ -378,9 +376,11 @@ def transpose(x: ArrayLike, axes: Sequence[int]) -> Array:
 
 def _transpose_fwd(x, axes):
     x = _floating("x", x)
-    if not isinstance(axes, tuple | list) or sorted(
-        _static_int("axes", a, 0) for a in axes
-    ) != list(range(x.ndim)):
+    if not isinstance(axes, tuple | list) or not all(
+        isinstance(a, int) and not isinstance(a, bool) for a in axes
+    ):
+        raise TypeError(f"axes must be a tuple of Python ints, got {axes!r}")
+    if sorted(axes) != list(range(x.ndim)):
         raise ValueError(
             f"axes must be a permutation of 0..{x.ndim - 1} for x of shape {x.shape}, got {axes!r}"
         )

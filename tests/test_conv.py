@@ -373,6 +373,7 @@ BAD_INPUTS = [
         r"axes must be a permutation of 0..3 for x of shape \(2, 3, 6, 6\), got \(0, 1, 2\)",
     ),
     ("transpose repeated", lambda: conv.transpose(X, (0, 1, 1, 2)), ValueError, "permutation"),
+    ("transpose float axes", lambda: conv.transpose(X, (0, 2.0, 3, 1)), TypeError, "Python ints"),
     (
         "col2im shape",
         lambda: conv.col2im(jnp.ones((5, 27)), (2, 3, 6, 6), 3, 3),
