@@ -196,7 +196,6 @@ LATER_LAYER_CHECKS: tuple[Check, ...] = (
         lambda k, d: (_normal(k, (2, 3, 4, 5), d),),
     ),
     _batch_norm_row("batch_norm", (5, 4), 4),
-    _batch_norm_row("batch_norm_4d", (4, 2, 3, 3), 18),
     _batch_norm_row("batch_norm_4d_eval", (4, 2, 3, 3), 18, train=False),
     _batch_norm_row("batch_norm_channel", (4, 3, 2, 2), 3, axis=1),
     _dropout_row("dropout", jax.random.key),

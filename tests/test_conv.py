@@ -30,7 +30,6 @@ def _vjp(fn, args, dout):
 
 CONV_CASES = {
     # name: (x shape, W shape, stride, pad)
-    "5x5": ((2, 1, 6, 6), (3, 1, 5, 5), 1, 0),
     "stride 2 pad 1 non-square": ((2, 3, 7, 8), (4, 3, 3, 2), 2, 1),
     "pad 2 > filter - 1": ((1, 2, 4, 3), (2, 2, 2, 3), 1, 2),
 }
@@ -58,7 +57,6 @@ POOL_CASES = {
     # name: (x, pool_h, pool_w, stride)
     "2x2 stride 2": (_rng(1).standard_normal((2, 3, 4, 6)), 2, 2, 2),
     "3x3 stride 2, overlapping": (_rng(2).standard_normal((2, 2, 7, 5)), 3, 3, 2),
-    "2x3 stride 1, overlapping": (_rng(3).standard_normal((1, 2, 4, 5)), 2, 3, 1),
     # After a ReLU most windows tie at 0; np.argmax picks the first.
     "ties after relu": (np.maximum(_rng(4).standard_normal((2, 2, 6, 6)) - 0.8, 0), 2, 2, 2),
     "integer ties": (_rng(5).integers(0, 3, (2, 2, 4, 4)).astype(float), 2, 2, 1),
@@ -152,7 +150,7 @@ def test_all_zero_window_after_relu_sends_dout_to_its_top_left_then_relu_drops_i
     x = -jnp.ones((1, 1, 2, 2))
     (d_pool_in,) = _vjp(conv.pooling, (funcbp.relu(x),), [[[[5.0]]]])[1]
     chex.assert_trees_all_equal(d_pool_in, jnp.array([[[[5.0, 0.0], [0.0, 0.0]]]]))
-    g = jax.grad(lambda x: jnp.sum(conv.pooling(funcbp.relu(x))))(x)
+    g = jax.jit(jax.grad(lambda x: jnp.sum(conv.pooling(funcbp.relu(x)))))(x)
     chex.assert_trees_all_equal(g, jnp.zeros_like(x))
 
 
