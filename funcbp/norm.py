@@ -111,6 +111,10 @@ def _batch_norm_fwd(x, gamma, beta, running_mean, running_var, train=True, momen
                 f"shape {x.shape}, got {v.shape}"
             )
     _same_dtype(x=x, **params)
+    if train and x.shape[0] == 0:
+        raise ValueError(
+            f"x must hold at least one example (N >= 1) for batch statistics, got shape {x.shape}"
+        )
     gamma, beta, running_mean, running_var = params.values()
     xw = x.reshape(shape)
     if train:

@@ -59,6 +59,14 @@ def test_batch_norm_train_matches_the_book(x_shape):
     chex.assert_trees_all_equal(grads[3:], (np.zeros_like(mean), np.zeros_like(var)))
 
 
+def test_batch_norm_eval_mode_takes_an_empty_batch():
+    # Eval mode needs no batch statistics, so N = 0 gives an empty out; train mode refuses it.
+    x, gamma, beta, mean, var = _bn_args((0, 4), 4)
+    out, stats = norm.batch_norm(x, gamma, beta, mean, var, train=False)
+    assert out.shape == (0, 4)
+    chex.assert_trees_all_equal(stats, (mean, var))
+
+
 def test_batch_norm_eval_forward_matches_the_book_and_keeps_the_running_stats():
     x, gamma, beta, mean, var = _bn_args((4, 2, 3, 3), 18)
     book = book_numpy.BatchNormalization(gamma, beta, 0.9, mean, var)
@@ -285,6 +293,7 @@ BAD_INPUTS = [
         ValueError,
         r"x must have shape \(N, D\)",
     ),
+    ("bn empty batch", lambda: norm.batch_norm(X4[:0], *BN4[1:]), ValueError, r"N >= 1"),
     ("bn batch axis", lambda: norm.batch_norm(*BN4, axis=0), ValueError, "axis 0 is the batch"),
     (
         "bn axis 4",
