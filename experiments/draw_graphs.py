@@ -1,4 +1,4 @@
-"""Draw the chapter's computational graphs (apple, apple-orange, two-layer) into a folder.
+"""Draw the computational graphs (apple, apple-orange, two-layer, small-convnet) into a folder.
 
 Each picture shows the forward values above the arrows and the gradients, from
 the hand-written backward rules, below them in red. Without Graphviz's ``dot``

@@ -1,15 +1,18 @@
-"""funcbp: backpropagation from *Deep Learning from Scratch*, chapter 5, in JAX.
+"""funcbp: backpropagation from *Deep Learning from Scratch* in JAX.
 
-The layers are pure functions whose backward rules are hand-written and
-registered with ``jax.custom_vjp``; :mod:`funcbp.reference` holds their
-plain-jnp twins, and :func:`compare_gradients` checks one against the other
-and against :func:`numerical_gradient`.
+The layers (chapter 5's, and the later chapters' convolution, pooling, batch
+normalization, dropout and weight decay) are pure functions whose backward
+rules are hand-written and registered with ``jax.custom_vjp``;
+:mod:`funcbp.reference` holds their plain-jnp twins, and
+:func:`compare_gradients` checks one against the other and against
+:func:`numerical_gradient`.
 
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) cannot pass through
 ``custom_vjp``; reverse mode, ``grad`` of ``grad`` and ``jax.hessian`` work.
 """
 
 from funcbp import reference
+from funcbp.conv import convolution, pooling, transpose
 from funcbp.gradcheck import compare_gradients, numerical_gradient
 from funcbp.layers import (
     add,
@@ -22,6 +25,7 @@ from funcbp.layers import (
     softmax_with_loss,
 )
 from funcbp.net import Network
+from funcbp.norm import batch_norm, dropout, weight_decay
 from funcbp.zoo import network, two_layer, two_layer_net
 
 __version__ = "0.1.0"
@@ -30,16 +34,22 @@ __all__ = [
     "Network",
     "add",
     "affine",
+    "batch_norm",
     "compare_gradients",
+    "convolution",
     "cross_entropy_error",
+    "dropout",
     "mul",
     "network",
     "numerical_gradient",
+    "pooling",
     "reference",
     "relu",
     "sigmoid",
     "softmax",
     "softmax_with_loss",
+    "transpose",
     "two_layer",
     "two_layer_net",
+    "weight_decay",
 ]

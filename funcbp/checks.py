@@ -7,8 +7,10 @@ checked by ``funcbp gradcheck`` and by the test suite.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -16,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import DTypeLike
 
-from funcbp import layers, reference
+from funcbp import conv, layers, norm, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
 from funcbp.zoo import two_layer_net
 
@@ -25,16 +27,24 @@ __all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
 
 @dataclass(frozen=True)
 class Check:
-    """One row: ``manual(*make_args(rng, dtype))`` is checked against ``reference``."""
+    """One row: ``manual(*make_args(rng, dtype))`` is checked against ``reference``.
+
+    ``argnums`` names the arguments to differentiate; None means every
+    floating one. Batch norm's running statistics are floating but carry no
+    gradient by design, so its rows leave them out.
+    """
 
     name: str
     manual: Callable[..., Any]
     reference: Callable[..., Any]
     make_args: Callable[[np.random.Generator, DTypeLike], tuple[Any, ...]]
+    argnums: tuple[int, ...] | None = None
 
     def run(self, dtype: DTypeLike = jnp.float64, seed: int = 0) -> GradientCheck:
         args = self.make_args(np.random.default_rng(seed), dtype)
-        return compare_gradients(self.manual, self.reference, args, name=self.name, seed=seed)
+        return compare_gradients(
+            self.manual, self.reference, args, argnums=self.argnums, name=self.name, seed=seed
+        )
 
 
 # Example arguments come from NumPy: jax.random would compile a program per shape.
@@ -97,6 +107,132 @@ def _masked_scores_and_labels(rng, dtype):
     return _normal(rng, _MASK.shape, dtype), jnp.asarray(labels, jnp.int32)
 
 
+# --- chapters 6 and 7 ---
+
+
+def _distinct(rng, shape, dtype):
+    """Values 0.05 apart, none within 0.025 of 0, shuffled.
+
+    Max pooling's gradient jumps where two values of a window tie, and a ReLU's
+    at 0; finite differences (float32 steps 1e-2) must not cross either.
+    """
+    n = int(np.prod(shape))
+    values = 0.05 * (np.arange(n) - n // 2) + 0.025
+    return jnp.asarray(rng.permutation(values).reshape(shape), dtype)
+
+
+def _conv_args(x_shape, w_shape):
+    def make(rng, dtype):
+        x, W = _normal(rng, x_shape, dtype), _normal(rng, w_shape, dtype)
+        return x, W, _normal(rng, (w_shape[0],), dtype)
+
+    return make
+
+
+def _relu_then_pool(x):
+    """pooling(relu(x)): all-negative windows become all-zero ones, ties everywhere."""
+    return conv.pooling(layers.relu(x))
+
+
+def _relu_then_pool_twin(x):
+    return reference.pooling(reference.relu(x))
+
+
+def _negative_windows(rng, dtype):
+    # Half of the 2x2 windows all negative: after the ReLU, ties of zeros.
+    x = np.abs(np.asarray(_distinct(rng, (2, 2, 4, 6), np.float64)))
+    signs = np.where(rng.random((2, 2, 2, 3)) < 0.5, -1.0, 1.0)
+    return (jnp.asarray(x * signs.repeat(2, axis=2).repeat(2, axis=3), dtype),)
+
+
+def _first_output(fn, **static):
+    """``fn(*args, **static)[0]``: batch norm's ``out``, without the new running statistics."""
+
+    @functools.wraps(fn)
+    def out(*args):
+        return fn(*args, **static)[0]
+
+    return out
+
+
+def _batch_norm_args(x_shape, d):
+    def make(rng, dtype):
+        x = _normal(rng, x_shape, dtype, 2.0)
+        gamma, beta = _normal(rng, (d,), dtype), _normal(rng, (d,), dtype)
+        mean = _normal(rng, (d,), dtype)
+        var = jnp.asarray(rng.uniform(0.5, 2.0, d), dtype)
+        return x, gamma, beta, mean, var
+
+    return make
+
+
+def _batch_norm_row(name, x_shape, d, **static):
+    return Check(
+        name,
+        _first_output(norm.batch_norm, **static),
+        _first_output(reference.batch_norm, **static),
+        _batch_norm_args(x_shape, d),
+        argnums=(0, 1, 2),  # x, gamma, beta; the running statistics carry no gradient
+    )
+
+
+def _dropout_row(name, make_key, **static):
+    def make(rng, dtype):
+        return _normal(rng, (4, 6), dtype), make_key(0)
+
+    return Check(name, partial(norm.dropout, **static), partial(reference.dropout, **static), make)
+
+
+def _weights(rng, dtype):
+    return ({"W1": _normal(rng, (3, 4), dtype), "W2": _normal(rng, (4, 2), dtype)},)
+
+
+LATER_LAYER_CHECKS: tuple[Check, ...] = (
+    # Stride 2 with padding, non-square filters, both layouts, and windows
+    # that lie partly (pad 2 with a 2-row filter) or wholly in the padding.
+    Check(
+        "convolution",
+        partial(conv.convolution, stride=2, pad=1),
+        partial(reference.convolution, stride=2, pad=1),
+        _conv_args((2, 2, 5, 6), (3, 2, 3, 2)),
+    ),
+    Check(
+        "convolution_nhwc",
+        partial(conv.convolution, pad=2, layout="NHWC"),
+        partial(reference.convolution, pad=2, layout="NHWC"),
+        _conv_args((2, 3, 4, 2), (3, 2, 2, 3)),
+    ),
+    Check(
+        "pooling", conv.pooling, reference.pooling, lambda k, d: (_distinct(k, (2, 3, 4, 6), d),)
+    ),
+    # Overlapping windows, whose gradients add, over a zero padding.
+    Check(
+        "pooling_nhwc_overlap",
+        partial(conv.pooling, pool_h=3, pool_w=2, stride=1, pad=1, layout="NHWC"),
+        partial(reference.pooling, pool_h=3, pool_w=2, stride=1, pad=1, layout="NHWC"),
+        lambda k, d: (_distinct(k, (2, 4, 5, 2), d),),
+    ),
+    Check("pooling_relu_ties", _relu_then_pool, _relu_then_pool_twin, _negative_windows),
+    Check(
+        "transpose",
+        partial(conv.transpose, axes=(0, 2, 3, 1)),
+        partial(reference.transpose, axes=(0, 2, 3, 1)),
+        lambda k, d: (_normal(k, (2, 3, 4, 5), d),),
+    ),
+    _batch_norm_row("batch_norm", (5, 4), 4),
+    _batch_norm_row("batch_norm_4d_eval", (4, 2, 3, 3), 18, train=False),
+    _batch_norm_row("batch_norm_channel", (4, 3, 2, 2), 3, axis=1),
+    _dropout_row("dropout", jax.random.key),
+    _dropout_row("dropout_eval", jax.random.key, train=False),
+    _dropout_row("dropout_inverted", jax.random.PRNGKey, inverted=True),
+    Check(
+        "weight_decay",
+        partial(norm.weight_decay, lam=0.1),
+        partial(reference.weight_decay, lam=0.1),
+        _weights,
+    ),
+)
+
 LAYER_CHECKS: tuple[Check, ...] = (
     Check("mul", layers.mul, reference.mul, _pair),
     Check("add", layers.add, reference.add, _pair),
@@ -122,6 +258,7 @@ LAYER_CHECKS: tuple[Check, ...] = (
         _masked(reference.softmax_with_loss),
         _masked_scores_and_labels,
     ),
+    *LATER_LAYER_CHECKS,
 )
 
 

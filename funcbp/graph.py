@@ -545,9 +545,54 @@ def _two_layer():
     return two_layer.loss, args, tuple(_leaf_names(two_layer.loss, args))
 
 
+def small_convnet_loss(params: dict[str, jax.Array], x: jax.Array, t: jax.Array) -> jax.Array:
+    """Conv1 -> Relu1 -> Pool1 -> BatchNorm1 -> Affine1 -> SoftmaxWithLoss, the book's names.
+
+    x is (N, 1, 5, 5); the batch norm runs in train mode from fresh running
+    statistics, constants here rather than inputs.
+    """
+    from funcbp.conv import convolution, pooling
+    from funcbp.layers import affine, relu, softmax_with_loss
+    from funcbp.norm import batch_norm
+
+    with jax.named_scope("Conv1"):
+        h = convolution(x, params["W1"], params["b1"])
+    with jax.named_scope("Relu1"):
+        h = relu(h)
+    with jax.named_scope("Pool1"):
+        h = pooling(h)
+    with jax.named_scope("BatchNorm1"):
+        d, dtype = params["gamma1"].shape, params["gamma1"].dtype
+        h, _ = batch_norm(
+            h, params["gamma1"], params["beta1"], np.zeros(d, dtype), np.ones(d, dtype)
+        )
+    with jax.named_scope("Affine1"):
+        scores = affine(h, params["W2"], params["b2"])
+    with jax.named_scope("SoftmaxWithLoss"):
+        return softmax_with_loss(scores, t)
+
+
+def _small_convnet():
+    # NumPy draws the numbers: jax.random would compile a program per shape.
+    rng = np.random.default_rng(0)
+    shapes = {"W1": (3, 1, 2, 2), "b1": (3,), "gamma1": (12,), "beta1": (12,), "W2": (12, 5)}
+    dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    params = {
+        k: jnp.asarray(0.5 * rng.standard_normal(shape), dtype) for k, shape in shapes.items()
+    }
+    params["gamma1"] += 1
+    params["b1"] += 2  # few dead ReLUs, so every feature varies over the batch
+    params["b2"] = jnp.zeros(5, dtype)
+    x = jnp.asarray(rng.uniform(size=(8, 1, 5, 5)), dtype)
+    t = jnp.asarray(rng.integers(0, 5, size=8))
+    args = (params, x, t)
+    return small_convnet_loss, args, tuple(_leaf_names(small_convnet_loss, args))
+
+
 # name -> () -> (f, args, argnames): read by ``funcbp graph`` and experiments/draw_graphs.py.
 EXAMPLES: dict[str, Callable[[], tuple[Callable[..., Any], tuple, tuple[str, ...]]]] = {
     "apple": _apple,
     "apple-orange": _apple_orange,
     "two-layer": _two_layer,
+    "small-convnet": _small_convnet,
 }

@@ -63,6 +63,35 @@ def _same_dtype(**arrays: Array) -> None:
         raise TypeError(f"{', '.join(dtypes)} must share one dtype, got {got}")
 
 
+# Static arguments (strides, flags, rates) pass through custom_vjp's
+# nondiff_argnums, so they must be plain Python values: an array there is
+# traced under jit and breaks the rule, a bool passed as a stride is a typo.
+
+
+def _static_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a Python int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _static_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a Python bool, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def _static_float(name: str, value: object, low: float, high: float, *, high_open: bool) -> float:
+    """A Python float (or int) in [low, high], or [low, high) with ``high_open``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a Python float, got {value!r} ({type(value).__name__})")
+    if not (low <= value < high if high_open else low <= value <= high):
+        interval = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+    return float(value)
+
+
 def _operands(x: ArrayLike, y: ArrayLike) -> tuple[Array, Array]:
     """The two inputs of a mul or add node: floats of one shape and dtype, no broadcasting.
 

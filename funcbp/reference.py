@@ -1,4 +1,4 @@
-"""Plain-jnp twins of :mod:`funcbp.layers`, differentiated by JAX itself.
+"""Plain-jnp twins of funcbp's layers, differentiated by JAX itself.
 
 Each twin has its layer's signature and forward math but no custom rule, so
 ``jax.grad`` of a twin is the oracle the hand-written rules are checked
@@ -12,15 +12,20 @@ mul and add share the layers' operands, so Python ints become floats in both.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from funcbp import layers
+from funcbp import conv, layers, norm
 from funcbp.layers import CROSS_ENTROPY_DELTA
+from funcbp.norm import BATCH_NORM_EPS
 
-__all__ = layers.__all__  # one twin per layer, same names
+# one twin per layer, same names
+__all__ = [*layers.__all__, *conv.__all__, *norm.__all__]
 
 
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
@@ -77,3 +82,95 @@ def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
     log_y = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
     # 0 log 0 = 0: log_y * t is -inf * 0 = nan at a masked (-inf) logit.
     return -jnp.sum(jnp.where(t != 0, log_y * t, 0)) / x.shape[0]
+
+
+# --- chapters 6 and 7 -------------------------------------------------------
+
+
+def convolution(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: int = 1, pad: int = 0, layout: str = "NCHW"
+) -> Array:
+    # What a JAX user would write: XLA's convolution, W in the book's OIHW.
+    out = jax.lax.conv_general_dilated(
+        jnp.asarray(x),
+        jnp.asarray(W),
+        (stride, stride),
+        [(pad, pad), (pad, pad)],
+        dimension_numbers=(layout, "OIHW", layout),
+    )
+    return out + jnp.reshape(b, (1, -1, 1, 1) if layout == "NCHW" else (1, 1, 1, -1))
+
+
+def pooling(
+    x: ArrayLike,
+    pool_h: int = 2,
+    pool_w: int = 2,
+    stride: int = 2,
+    pad: int = 0,
+    layout: str = "NCHW",
+) -> Array:
+    # Zero padding first, as the book's im2col pads; reduce_window's own would pad with -inf.
+    x = jnp.asarray(x)
+    spatial = (2, 3) if layout == "NCHW" else (1, 2)
+    x = jnp.pad(x, [(pad, pad) if a in spatial else (0, 0) for a in range(4)])
+    window = [pool_h if a == spatial[0] else pool_w if a == spatial[1] else 1 for a in range(4)]
+    strides = [stride if a in spatial else 1 for a in range(4)]
+    return jax.lax.reduce_window(
+        x, np.array(-np.inf, x.dtype), jax.lax.max, window, strides, "VALID"
+    )
+
+
+def transpose(x: ArrayLike, axes: tuple[int, ...]) -> Array:
+    return jnp.transpose(x, axes)
+
+
+def batch_norm(
+    x: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
+    train: bool = True,
+    momentum: float = 0.9,
+    axis: int | None = None,
+) -> tuple[Array, tuple[Array, Array]]:
+    x = jnp.asarray(x)
+    if axis is None:
+        xw, over = x.reshape(x.shape[0], -1), (0,)
+    else:
+        xw, over = x, tuple(a for a in range(x.ndim) if a != axis % x.ndim)
+
+    def per_feature(v):
+        return jnp.reshape(v, [1 if a in over else -1 for a in range(xw.ndim)])
+
+    # No gradient flows into or out of the running statistics, as in the rule.
+    running_mean, running_var = jax.lax.stop_gradient((running_mean, running_var))
+    if train:
+        mu = jnp.mean(xw, axis=over, keepdims=True)
+        var = jnp.mean((xw - mu) ** 2, axis=over, keepdims=True)
+        new_mean, new_var = jax.lax.stop_gradient(
+            (
+                momentum * running_mean + (1 - momentum) * mu.reshape(-1),
+                momentum * running_var + (1 - momentum) * var.reshape(-1),
+            )
+        )
+    else:
+        mu, var = per_feature(running_mean), per_feature(running_var)
+        new_mean, new_var = running_mean, running_var
+    xn = (xw - mu) / jnp.sqrt(var + BATCH_NORM_EPS)
+    out = per_feature(gamma) * xn + per_feature(beta)
+    return out.reshape(x.shape), (new_mean, new_var)
+
+
+def dropout(
+    x: ArrayLike, key: Any, rate: float = 0.5, train: bool = True, inverted: bool = False
+) -> Array:
+    x = jnp.asarray(x)
+    if not train:
+        return x if inverted else x * (1 - rate)
+    mask = (jax.random.uniform(key, x.shape) > rate).astype(x.dtype)
+    return x * mask / (1 - rate) if inverted else x * mask
+
+
+def weight_decay(weights: Any, lam: float) -> Array:
+    return 0.5 * lam * sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights))

@@ -1,6 +1,7 @@
 """numerical_gradient and compare_gradients, including that they catch bad rules."""
 
 import dataclasses
+from functools import partial
 
 import chex
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import funcbp
-from funcbp import reference
+from funcbp import conv, norm, reference
 from funcbp.checks import LAYER_CHECKS, _masked
 from funcbp.gradcheck import ErrorStats, compare_gradients, numerical_gradient
 
@@ -152,3 +153,117 @@ def test_error_stats_definitions():
     assert s.max_abs == 0.5 and s.mean_abs == 0.25 and s.max_rel == pytest.approx(0.2)
     assert not s.ok
     assert not ErrorStats.between(jnp.array([np.nan]), jnp.array([np.nan]), 1, 1).ok
+
+
+# --- broken rules for the later layers ---------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _conv_col2im_overwrites(x, W, b, stride):
+    return conv.convolution(x, W, b, stride)
+
+
+def _overwrite_fwd(x, W, b, stride):
+    return conv.convolution.fwd(x, W, b, stride, 0, "NCHW")
+
+
+def _overwrite_bwd(stride, res, dout):
+    _, dW, db = conv.convolution.bwd(stride, 0, "NCHW", res, dout)
+    W = res[1]
+    fn, c, fh, fw = W.shape
+    n, _, oh, ow = dout.shape
+    dcol = dout.transpose(0, 2, 3, 1) @ W.reshape(fn, -1)  # the book's dcol, (C, FH, FW) columns
+    dcol = dcol.reshape(n, oh, ow, c, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    dx = jnp.zeros((n, c, (oh - 1) * stride + fh, (ow - 1) * stride + fw), dout.dtype)
+    for i in range(fh):
+        for j in range(fw):
+            # The book's col2im with = for +=: where windows overlap, the last one wins.
+            window = (..., slice(i, i + stride * oh, stride), slice(j, j + stride * ow, stride))
+            dx = dx.at[window].set(dcol[:, :, i, j])
+    return dx, dW, db
+
+
+_conv_col2im_overwrites.defvjp(_overwrite_fwd, _overwrite_bwd)
+
+
+def test_compare_gradients_catches_a_col2im_that_drops_the_overlap_sum():
+    rng = np.random.default_rng(0)
+    x, W, b = rng.standard_normal((2, 2, 4, 4)), rng.standard_normal((3, 2, 2, 2)), np.zeros(3)
+
+    def check(stride):
+        return compare_gradients(
+            partial(_conv_col2im_overwrites, stride=stride),
+            partial(reference.convolution, stride=stride),
+            (x, W, b),
+        )
+
+    report = check(stride=1)  # 2x2 windows a step apart overlap
+    assert not report.ok
+    assert [a.name for a in report.arguments if not a.ok] == ["x"]
+    assert report.manual_vs_autodiff.max_abs > 0.1
+    assert check(stride=2).ok  # windows side by side: nothing to sum, the rule is right
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _batch_norm_without_mean_term(x, gamma, beta, running_mean, running_var, train):
+    return norm.batch_norm(x, gamma, beta, running_mean, running_var, train)
+
+
+def _no_mean_fwd(x, gamma, beta, running_mean, running_var, train):
+    return norm.batch_norm.fwd(x, gamma, beta, running_mean, running_var, train)
+
+
+def _no_mean_bwd(train, res, cotangents):
+    xn, std, gamma = res
+    dout = cotangents[0]
+    dxn = gamma[None, :] * dout
+    dx = (dxn - xn * jnp.mean(dxn * xn, axis=0, keepdims=True)) / std  # no - mean(dxn)
+    return dx, jnp.sum(xn * dout, axis=0), jnp.sum(dout, axis=0), None, None
+
+
+_batch_norm_without_mean_term.defvjp(_no_mean_fwd, _no_mean_bwd)
+
+
+def test_compare_gradients_catches_batch_norm_without_its_mean_term():
+    rng = np.random.default_rng(0)
+    args = (rng.standard_normal((5, 3)), *rng.standard_normal((3, 3)), np.ones(3))
+    report = compare_gradients(
+        lambda *a: _batch_norm_without_mean_term(*a, True)[0],
+        lambda *a: reference.batch_norm(*a)[0],
+        args,
+        argnums=(0, 1, 2),
+    )
+    assert not report.ok
+    assert [a.ok for a in report.arguments] == [False, True, True]  # x wrong; gamma, beta right
+
+
+@jax.custom_vjp
+def _pooling_ties_to_every_maximum(x):
+    return conv.pooling(x)
+
+
+def _every_max_fwd(x):
+    out = conv.pooling(x)
+    return out, (x, out)
+
+
+def _every_max_bwd(res, dout):
+    x, out = res
+
+    def up(a):  # each 2x2 window's value over its four positions
+        return jnp.repeat(jnp.repeat(a, 2, axis=2), 2, axis=3)
+
+    return (jnp.where(x == up(out), up(dout), 0.0),)
+
+
+_pooling_ties_to_every_maximum.defvjp(_every_max_fwd, _every_max_bwd)
+
+
+def test_compare_gradients_catches_pooling_that_sends_ties_to_every_maximum():
+    # Integer values tie often; where they do, the book's dout goes to the first maximum only.
+    x = np.random.default_rng(0).integers(0, 3, (2, 2, 4, 4)).astype(float)
+    broken = compare_gradients(_pooling_ties_to_every_maximum, reference.pooling, (x,))
+    assert not broken.manual_vs_autodiff.ok
+    # At a tie the function has no derivative, so finite differences fail either way;
+    # the twin's reduce_window also picks the first maximum, and the rule agrees with it.
+    assert compare_gradients(conv.pooling, reference.pooling, (x,)).manual_vs_autodiff.ok

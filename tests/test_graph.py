@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from funcbp.cli import main
+from funcbp.conv import convolution, pooling
 from funcbp.graph import EXAMPLES, draw, trace
 from funcbp.layers import affine, mul, relu, softmax_with_loss
+from funcbp.norm import batch_norm, dropout
 from funcbp.zoo import two_layer
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
@@ -129,6 +131,48 @@ def test_funcbp_two_layer_example():
     graph = trace(f, *args, argnames=argnames)
     assert edge_path(graph, "x") == ["x", "Affine1", "Relu1", "Affine2", "SoftmaxWithLoss", "loss"]
     assert sorted(argnames) == ["W1", "W2", "b1", "b2", "t", "x"]
+
+
+def test_small_convnet_has_one_node_per_layer_call_with_static_args_and_tuple_outputs():
+    f, args, argnames = EXAMPLES["small-convnet"]()
+    graph = trace(f, *args, argnames=argnames)
+    assert edge_path(graph, "x") == [
+        "x",
+        "Conv1",
+        "Relu1",
+        "Pool1",
+        "BatchNorm1",
+        "Affine1",
+        "SoftmaxWithLoss",
+        "small_convnet_loss",
+    ]
+    # Strides, flags and batch norm's unused running statistics make no nodes of their own.
+    assert [n.kind for n in graph.nodes].count("op") == 0
+    want = jax.jit(jax.grad(f))(*args)
+    for name in ("W1", "b1", "gamma1", "beta1", "W2", "b2"):
+        np.testing.assert_allclose(
+            input_grads(graph, [name])[0], want[name], rtol=1e-10, atol=1e-13
+        )
+
+
+def test_unscoped_later_layers_are_named_after_their_functions():
+    (params, x, _), stats = EXAMPLES["small-convnet"]()[1], (np.zeros(12), np.ones(12))
+
+    def net(x, key):
+        h = pooling(convolution(x, params["W1"], params["b1"]))
+        h, _ = batch_norm(h, params["gamma1"], params["beta1"], *stats)
+        return jnp.sum(dropout(h, key, 0.5, False))
+
+    graph = trace(net, x, None)
+    assert edge_path(graph, "x") == [
+        "x",
+        "Convolution",
+        "Pooling",
+        "BatchNorm",
+        "Dropout",
+        "reduce_sum",
+        "net",
+    ]
 
 
 # --- the gradients are computed, through the hand-written rules -----------------

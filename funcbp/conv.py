@@ -1,0 +1,395 @@
+"""Convolution and pooling (chapter 7) as pure functions with hand-written backward rules.
+
+The layers take the book's NCHW input and its filter shape (FN, C, FH, FW),
+so weights trained by the book's code load as they are. ``layout="NHWC"``
+runs the same rule on channels-last activations; a network that keeps
+NHWC between its layers and uses :func:`transpose` once, before the flatten
+into Affine, avoids moving every activation through a transpose.
+
+Both rules take the book's route, written with slices instead of loops:
+:func:`im2col` lays every window out as a row, the convolution is one matmul
+on it, and :func:`col2im` sums each window's gradient back into place, the
+overlaps adding. Padding is with zeros, as the book's ``im2col`` pads. A
+stride must divide ``H + 2*pad - FH`` exactly: the book's floor division would
+silently drop the last rows and columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial, reduce
+
+import jax
+import jax.numpy as jnp
+from jax import Array, lax
+from jax.typing import ArrayLike
+
+from funcbp.layers import _floating, _same_dtype, _static_int
+
+__all__ = ["convolution", "pooling", "transpose"]
+
+LAYOUTS = ("NCHW", "NHWC")
+
+
+def _spatial_axes(layout: object) -> tuple[int, int]:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be 'NCHW' or 'NHWC', got {layout!r}")
+    return (2, 3) if layout == "NCHW" else (1, 2)
+
+
+def _out_size(dim: str, size: int, window: int, stride: int, pad: int, what: str) -> int:
+    """OH = (H + 2*pad - FH) // stride + 1, refusing windows that do not fit exactly."""
+    padded = size + 2 * pad
+    if window > padded:
+        raise ValueError(
+            f"{what} must fit in x's padded {dim} {size} + 2*{pad} = {padded}, got {window}"
+        )
+    if (padded - window) % stride:
+        raise ValueError(
+            f"stride must divide x's {dim} + 2*pad - {what} = {size} + 2*{pad} - {window} "
+            f"= {padded - window}, got stride {stride}"
+        )
+    return (padded - window) // stride + 1
+
+
+def _in_size(out: int, window: int, stride: int, pad: int) -> int:
+    # The inverse of _out_size, exact because the forward refuses a remainder.
+    return (out - 1) * stride + window - 2 * pad
+
+
+def _image(x: ArrayLike, layout: str) -> Array:
+    x = _floating("x", x)
+    if x.ndim != 4:
+        raise ValueError(
+            f"x must have shape {'(N, C, H, W)' if layout == 'NCHW' else '(N, H, W, C)'}, "
+            f"got shape {x.shape}"
+        )
+    return x
+
+
+def _pad_spatial(x: Array, pad: int, axes: tuple[int, int]) -> Array:
+    if pad == 0:
+        return x
+    widths = [(pad, pad) if a in axes else (0, 0) for a in range(x.ndim)]
+    return jnp.pad(x, widths)
+
+
+def _windows(
+    x_pad: Array, kh: int, kw: int, stride: int, out: tuple[int, int], axes: tuple[int, int]
+) -> list[Array]:
+    """x_pad's values under each window position (i, j), row-major: kh*kw strided slices.
+
+    Slice ``i * kw + j`` holds ``x_pad[..., i + stride*oh, j + stride*ow]`` at
+    ``(oh, ow)``: the book's ``col[:, :, i, j, :, :]``.
+    """
+    h, w = axes
+    strides = [stride if a in axes else 1 for a in range(x_pad.ndim)]
+    slices = []
+    for i in range(kh):
+        for j in range(kw):
+            start = [0] * x_pad.ndim
+            start[h], start[w] = i, j
+            limit = list(x_pad.shape)
+            limit[h], limit[w] = i + stride * (out[0] - 1) + 1, j + stride * (out[1] - 1) + 1
+            slices.append(lax.slice(x_pad, start, limit, strides))
+    return slices
+
+
+def _add_windows(
+    pieces: Sequence[Array],
+    size: tuple[int, int],
+    kw: int,
+    stride: int,
+    pad: int,
+    axes: tuple[int, int],
+) -> Array:
+    """The transpose of :func:`_windows` followed by the crop of the padding.
+
+    Each piece goes back to its strided offsets by ``lax.pad`` (interior
+    padding spreads it out, negative edge padding crops the zero padding) and
+    the pieces are summed, so overlapping windows add. XLA fuses this into one
+    pass; on CPU a scatter-add and, far more, a transposed convolution are
+    slower (experiments/col2im_routes.py measures the three).
+    """
+    h, w = axes
+    out = (pieces[0].shape[h], pieces[0].shape[w])
+    placed = []
+    for k, piece in enumerate(pieces):
+        config = [(0, 0, 0)] * piece.ndim
+        for axis, offset, n, full in ((h, k // kw, out[0], size[0]), (w, k % kw, out[1], size[1])):
+            low = offset - pad
+            config[axis] = (low, full - low - stride * (n - 1) - 1, stride - 1)
+        placed.append(lax.pad(piece, jnp.zeros((), piece.dtype), config))
+    return reduce(jnp.add, placed)
+
+
+# --- im2col / col2im --------------------------------------------------------
+#
+# Inside the rules a window's C values stay contiguous: col's columns run in
+# (FH, FW, C) order, each window position's slice copied whole, and W is
+# transposed to (FN, FH, FW, C) to match (a few hundred numbers). The book's
+# (C, FH, FW) order would interleave the slices element by element, which
+# costs about 15% of a DeepConvNet step on CPU. The public helpers below keep
+# the book's order.
+
+
+def _to_nhwc(x: Array, layout: str) -> Array:
+    return x if layout == "NHWC" else x.transpose(0, 2, 3, 1)
+
+
+def _from_nhwc(x: Array, layout: str) -> Array:
+    return x if layout == "NHWC" else x.transpose(0, 3, 1, 2)
+
+
+def _im2col(x: Array, fh: int, fw: int, stride: int, pad: int) -> Array:
+    """(N, H, W, C) -> (N, OH, OW, FH*FW*C)."""
+    out = (
+        _out_size("height", x.shape[1], fh, stride, pad, "the filter height"),
+        _out_size("width", x.shape[2], fw, stride, pad, "the filter width"),
+    )
+    return jnp.concatenate(_windows(_pad_spatial(x, pad, (1, 2)), fh, fw, stride, out, (1, 2)), -1)
+
+
+def _col2im(col: Array, fh: int, fw: int, stride: int, pad: int) -> Array:
+    """(N, OH, OW, FH*FW*C) -> (N, H, W, C): each window's columns summed back into place."""
+    oh, ow, c = col.shape[1], col.shape[2], col.shape[3] // (fh * fw)
+    size = (_in_size(oh, fh, stride, pad), _in_size(ow, fw, stride, pad))
+    pieces = [col[..., k * c : (k + 1) * c] for k in range(fh * fw)]
+    return _add_windows(pieces, size, fw, stride, pad, (1, 2))
+
+
+def _filters(W: Array) -> Array:
+    """(FN, C, FH, FW) -> (FN, FH*FW*C), matching _im2col's columns."""
+    return W.transpose(0, 2, 3, 1).reshape(W.shape[0], -1)
+
+
+def _helper_args(layout, filter_h, filter_w, stride, pad) -> tuple[int, int, int, int]:
+    _spatial_axes(layout)
+    return (
+        _static_int("filter_h", filter_h, 1),
+        _static_int("filter_w", filter_w, 1),
+        _static_int("stride", stride, 1),
+        _static_int("pad", pad, 0),
+    )
+
+
+def im2col(
+    x: ArrayLike, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0, layout: str = "NCHW"
+) -> Array:
+    """The book's ``im2col``: every filter window of x as one row.
+
+    Args:
+        x: (N, C, H, W), or (N, H, W, C) for ``layout="NHWC"``.
+        filter_h, filter_w, stride, pad: the window, its step and the zero padding.
+
+    Returns:
+        (N*OH*OW, C*FH*FW), rows in (N, OH, OW) order and columns in the book's
+        (C, FH, FW) order, so ``im2col(x, ...) @ W.reshape(FN, -1).T`` is the
+        convolution.
+    """
+    fh, fw, stride, pad = _helper_args(layout, filter_h, filter_w, stride, pad)
+    col = _im2col(_to_nhwc(_image(x, layout), layout), fh, fw, stride, pad)
+    col = col.reshape(-1, fh * fw, col.shape[-1] // (fh * fw))
+    return col.transpose(0, 2, 1).reshape(col.shape[0], -1)
+
+
+def col2im(
+    col: ArrayLike,
+    input_shape: Sequence[int],
+    filter_h: int,
+    filter_w: int,
+    stride: int = 1,
+    pad: int = 0,
+    layout: str = "NCHW",
+) -> Array:
+    """The book's ``col2im``, the transpose of :func:`im2col`: rows summed back into an image.
+
+    Args:
+        col: (N*OH*OW, C*FH*FW), as :func:`im2col` returns.
+        input_shape: x's shape, (N, C, H, W), or (N, H, W, C) for ``layout="NHWC"``.
+
+    Returns:
+        An array of input_shape; where windows overlap, their values add.
+    """
+    fh, fw, stride, pad = _helper_args(layout, filter_h, filter_w, stride, pad)
+    col = _floating("col", col)
+    if len(input_shape) != 4:
+        raise ValueError(f"input_shape must have 4 entries, got {tuple(input_shape)}")
+    n, h, w, c = input_shape if layout == "NHWC" else [input_shape[i] for i in (0, 2, 3, 1)]
+    oh = _out_size("height", h, fh, stride, pad, "the filter height")
+    ow = _out_size("width", w, fw, stride, pad, "the filter width")
+    if col.shape != (n * oh * ow, c * fh * fw):
+        raise ValueError(
+            f"col must have shape ({n * oh * ow}, {c * fh * fw}) for input_shape "
+            f"{tuple(input_shape)}, got {col.shape}"
+        )
+    col = col.reshape(n, oh, ow, c, fh * fw).swapaxes(3, 4).reshape(n, oh, ow, -1)
+    return _from_nhwc(_col2im(col, fh, fw, stride, pad), layout)
+
+
+# --- Convolution ------------------------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def convolution(
+    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: int = 1, pad: int = 0, layout: str = "NCHW"
+) -> Array:
+    """The book's Convolution: im2col, then one matmul with the filters.
+
+    Args:
+        x: (N, C, H, W), or (N, H, W, C) for ``layout="NHWC"``.
+        W: (FN, C, FH, FW), the book's filters, whatever the layout.
+        b: (FN,).
+        stride, pad: Python ints; the padding is with zeros. The stride must
+            divide ``H + 2*pad - FH`` (and the same for the width).
+
+    Returns:
+        (N, FN, OH, OW), or (N, OH, OW, FN) for NHWC, with
+        ``OH = (H + 2*pad - FH) // stride + 1``.
+
+    Backward, with ``col = im2col(x)`` and ``dout`` as (N*OH*OW, FN):
+    ``dW = (col.T @ dout).T`` reshaped to W's shape, ``db = sum(dout, 0)``,
+    ``dx = col2im(dout @ W.reshape(FN, -1))``.
+    """
+    return _convolution_fwd(x, W, b, stride, pad, layout)[0]
+
+
+def _convolution_fwd(x, W, b, stride=1, pad=0, layout="NCHW"):
+    _spatial_axes(layout)
+    stride, pad = _static_int("stride", stride, 1), _static_int("pad", pad, 0)
+    x, W, b = _image(x, layout), _floating("W", W), _floating("b", b)
+    if W.ndim != 4:
+        raise ValueError(f"W must have shape (FN, C, FH, FW), got shape {W.shape}")
+    x = _to_nhwc(x, layout)
+    fn, c, fh, fw = W.shape
+    if c != x.shape[3]:
+        raise ValueError(
+            f"W must have {x.shape[3]} input channels (W.shape[1]) to match x's channels, "
+            f"got W of shape {W.shape}"
+        )
+    if b.shape != (fn,):
+        raise ValueError(f"b must have shape ({fn},) to match W's {fn} filters, got {b.shape}")
+    _same_dtype(x=x, W=W, b=b)
+    col = _im2col(x, fh, fw, stride, pad)  # (N, OH, OW, FH*FW*C)
+    out = col.reshape(-1, col.shape[-1]) @ _filters(W).T + b[None, :]
+    out = out.reshape(*col.shape[:3], fn)
+    # The book keeps x, col and col_W = W.reshape(FN, -1).T; x's shape follows from col's.
+    return _from_nhwc(out, layout), (col, W)
+
+
+def _convolution_bwd(stride, pad, layout, res, dout):
+    col, W = res
+    fn, _, fh, fw = W.shape
+    dout = _to_nhwc(dout, layout).reshape(-1, fn)
+    db = jnp.sum(dout, axis=0)
+    # col's columns run (FH, FW, C); dW goes back to the book's (FN, C, FH, FW).
+    dW = (dout.T @ col.reshape(-1, col.shape[-1])).reshape(fn, fh, fw, -1).transpose(0, 3, 1, 2)
+    dcol = (dout @ _filters(W)).reshape(col.shape)
+    dx = _col2im(dcol, fh, fw, stride, pad)
+    return _from_nhwc(dx, layout), dW, db
+
+
+convolution.defvjp(_convolution_fwd, _convolution_bwd)
+
+
+# --- Pooling ----------------------------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def pooling(
+    x: ArrayLike,
+    pool_h: int = 2,
+    pool_w: int = 2,
+    stride: int = 2,
+    pad: int = 0,
+    layout: str = "NCHW",
+) -> Array:
+    """The book's Pooling: the max of each pool_h x pool_w window, per channel.
+
+    Args:
+        x: (N, C, H, W), or (N, H, W, C) for ``layout="NHWC"``.
+        pool_h, pool_w, stride, pad: Python ints. The padding is with zeros, as
+            the book's im2col pads (a window over the padding of an all-negative
+            border takes the max 0). The stride must divide ``H + 2*pad - pool_h``.
+
+    Returns:
+        (N, C, OH, OW), or (N, OH, OW, C), with
+        ``OH = (H + 2*pad - pool_h) // stride + 1``. The book's Pooling leaves
+        the pad out of OH, so its forward fails for any pad > 0.
+
+    Backward: each window's dout goes to the position of its max, ``arg_max``.
+    On ties it goes to the first maximum in row-major window order, as the
+    book's ``np.argmax`` sends it (after a ReLU, an all-zero window gives its
+    dout to its top-left element). Where windows overlap, the gradients add.
+    """
+    return _pooling_fwd(x, pool_h, pool_w, stride, pad, layout)[0]
+
+
+def _pooling_fwd(x, pool_h=2, pool_w=2, stride=2, pad=0, layout="NCHW"):
+    axes = _spatial_axes(layout)
+    pool_h, pool_w = _static_int("pool_h", pool_h, 1), _static_int("pool_w", pool_w, 1)
+    stride, pad = _static_int("stride", stride, 1), _static_int("pad", pad, 0)
+    x = _image(x, layout)
+    out_size = (
+        _out_size("height", x.shape[axes[0]], pool_h, stride, pad, "pool_h"),
+        _out_size("width", x.shape[axes[1]], pool_w, stride, pad, "pool_w"),
+    )
+    windows = _windows(_pad_spatial(x, pad, axes), pool_h, pool_w, stride, out_size, axes)
+    out = reduce(jnp.maximum, windows)
+    # Walking the windows backwards, the last equal one written is the first maximum.
+    arg_max = jnp.full(out.shape, len(windows) - 1, jnp.int32)
+    for k in reversed(range(len(windows) - 1)):
+        arg_max = jnp.where(windows[k] == out, k, arg_max)
+    # The book keeps x and arg_max; x's shape follows from arg_max's.
+    return out, arg_max
+
+
+def _pooling_bwd(pool_h, pool_w, stride, pad, layout, arg_max, dout):
+    axes = _spatial_axes(layout)
+    size = (
+        _in_size(arg_max.shape[axes[0]], pool_h, stride, pad),
+        _in_size(arg_max.shape[axes[1]], pool_w, stride, pad),
+    )
+    zero = jnp.zeros_like(dout)
+    pieces = [jnp.where(arg_max == k, dout, zero) for k in range(pool_h * pool_w)]
+    return (_add_windows(pieces, size, pool_w, stride, pad, axes),)
+
+
+pooling.defvjp(_pooling_fwd, _pooling_bwd)
+
+
+# --- Transpose --------------------------------------------------------------
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1,))
+def transpose(x: ArrayLike, axes: Sequence[int]) -> Array:
+    """``jnp.transpose(x, axes)``, e.g. NHWC -> NCHW before the book's flatten into Affine.
+
+    Args:
+        x: any floating array.
+        axes: a permutation of ``range(x.ndim)``, a tuple of Python ints.
+
+    Backward: ``dx = transpose(dout, argsort(axes))``, the inverse permutation.
+    """
+    return _transpose_fwd(x, axes)[0]
+
+
+def _transpose_fwd(x, axes):
+    x = _floating("x", x)
+    if not isinstance(axes, tuple | list) or not all(
+        isinstance(a, int) and not isinstance(a, bool) for a in axes
+    ):
+        raise TypeError(f"axes must be a tuple of Python ints, got {axes!r}")
+    if sorted(axes) != list(range(x.ndim)):
+        raise ValueError(
+            f"axes must be a permutation of 0..{x.ndim - 1} for x of shape {x.shape}, got {axes!r}"
+        )
+    return jnp.transpose(x, tuple(axes)), None
+
+
+def _transpose_bwd(axes, _, dout):
+    inverse = sorted(range(len(axes)), key=lambda i: axes[i])
+    return (jnp.transpose(dout, inverse),)
+
+
+transpose.defvjp(_transpose_fwd, _transpose_bwd)
