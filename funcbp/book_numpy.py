@@ -1,4 +1,4 @@
-"""The book's NumPy layer classes (common/layers.py, common/util.py, two_layer_net.py), as written.
+"""The book's NumPy layers and networks (common/, ch05, ch07, ch08), as the book writes them.
 
 They are the tests' oracle (funcbp's layers must give the same numbers) and the
 benchmark's baseline. They keep the book's habits on purpose: state cached on
@@ -15,9 +15,13 @@ __all__ = [
     "Affine",
     "BatchNormalization",
     "Convolution",
+    "DeepConvNet",
     "Dropout",
+    "MultiLayerNetExtend",
     "Pooling",
     "Relu",
+    "Sigmoid",
+    "SimpleConvNet",
     "SoftmaxWithLoss",
     "TwoLayerNet",
     "col2im",
@@ -345,3 +349,164 @@ class Dropout:
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return dout * self.mask
+
+
+# --- the book's networks of chapters 6 to 8 ---
+
+
+class Sigmoid:
+    """The book's Sigmoid: backward ``dout * (1 - out) * out``."""
+
+    def __init__(self):
+        self.out = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.out = 1 / (1 + np.exp(-x))
+        return self.out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * (1.0 - self.out) * self.out
+
+
+def _forward(layers, x, train_flg, masks):
+    """The book's predict loop; ``masks`` (one per Dropout, in order) replace np.random."""
+    masks = iter(masks or ())
+    for layer in layers:
+        if isinstance(layer, Dropout):
+            x = layer.forward(x, train_flg, next(masks, None))
+        elif isinstance(layer, BatchNormalization):
+            x = layer.forward(x, train_flg)
+        else:
+            x = layer.forward(x)
+    return x
+
+
+def _backward(layers, last_layer):
+    dout = last_layer.backward(1)
+    for layer in reversed(layers):
+        dout = layer.backward(dout)
+
+
+class SimpleConvNet:
+    """The book's SimpleConvNet (ch07/simple_convnet.py), on a params dict in its names."""
+
+    def __init__(self, params: dict[str, np.ndarray], stride: int = 1, pad: int = 0):
+        self.params = params
+        self.layers = OrderedDict(
+            Conv1=Convolution(params["W1"], params["b1"], stride, pad),
+            Relu1=Relu(),
+            Pool1=Pooling(pool_h=2, pool_w=2, stride=2),
+            Affine1=Affine(params["W2"], params["b2"]),
+            Relu2=Relu(),
+            Affine2=Affine(params["W3"], params["b3"]),
+        )
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return _forward(self.layers.values(), x, False, None)
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        return self.last_layer.forward(self.predict(x), t)
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        self.loss(x, t)
+        _backward(list(self.layers.values()), self.last_layer)
+        grads = {}
+        for i, name in enumerate(("Conv1", "Affine1", "Affine2"), 1):
+            grads[f"W{i}"], grads[f"b{i}"] = self.layers[name].dW, self.layers[name].db
+        return grads
+
+
+class DeepConvNet:
+    """The book's DeepConvNet (ch08/deep_convnet.py): a list of layers, two of them Dropout."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        self.params = params
+        p = params
+        self.layers = []
+        for i, pad in zip(range(1, 7), (1, 1, 1, 2, 1, 1), strict=True):
+            self.layers += [Convolution(p[f"W{i}"], p[f"b{i}"], 1, pad), Relu()]
+            if i % 2 == 0:
+                self.layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
+        self.layers += [Affine(p["W7"], p["b7"]), Relu(), Dropout(0.5)]
+        self.layers += [Affine(p["W8"], p["b8"]), Dropout(0.5)]
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x: np.ndarray, train_flg: bool = False, masks=None) -> np.ndarray:
+        return _forward(self.layers, x, train_flg, masks)
+
+    def loss(self, x: np.ndarray, t: np.ndarray, masks=None) -> float:
+        return self.last_layer.forward(self.predict(x, train_flg=True, masks=masks), t)
+
+    def gradient(self, x: np.ndarray, t: np.ndarray, masks=None) -> dict[str, np.ndarray]:
+        self.loss(x, t, masks)
+        _backward(self.layers, self.last_layer)
+        grads = {}
+        for i, layer_idx in enumerate((0, 2, 5, 7, 10, 12, 15, 18), 1):
+            grads[f"W{i}"] = self.layers[layer_idx].dW
+            grads[f"b{i}"] = self.layers[layer_idx].db
+        return grads
+
+
+class MultiLayerNetExtend:
+    """The book's MultiLayerNetExtend (common/multi_layer_net_extend.py), on a params dict.
+
+    ``running`` holds each BatchNorm{i}'s running_mean and running_var, which
+    the book keeps on the layers rather than in params.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        hidden_layers: int,
+        activation: str = "relu",
+        weight_decay_lambda: float = 0.0,
+        use_dropout: bool = False,
+        dropout_ration: float = 0.5,
+        use_batchnorm: bool = False,
+        running: dict[str, np.ndarray] | None = None,
+    ):
+        self.params, self.hidden_layer_num = params, hidden_layers
+        self.weight_decay_lambda, self.use_batchnorm = weight_decay_lambda, use_batchnorm
+        running = running or {}
+        activation_layer = {"sigmoid": Sigmoid, "relu": Relu}
+        self.layers = OrderedDict()
+        for idx in range(1, hidden_layers + 1):
+            self.layers[f"Affine{idx}"] = Affine(params[f"W{idx}"], params[f"b{idx}"])
+            if use_batchnorm:
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(
+                    params[f"gamma{idx}"],
+                    params[f"beta{idx}"],
+                    running_mean=running.get(f"running_mean{idx}"),
+                    running_var=running.get(f"running_var{idx}"),
+                )
+            self.layers[f"Activation_function{idx}"] = activation_layer[activation]()
+            if use_dropout:
+                self.layers[f"Dropout{idx}"] = Dropout(dropout_ration)
+        idx = hidden_layers + 1
+        self.layers[f"Affine{idx}"] = Affine(params[f"W{idx}"], params[f"b{idx}"])
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x: np.ndarray, train_flg: bool = False, masks=None) -> np.ndarray:
+        return _forward(self.layers.values(), x, train_flg, masks)
+
+    def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool = False, masks=None) -> float:
+        y = self.predict(x, train_flg, masks)
+        weight_decay = 0
+        for idx in range(1, self.hidden_layer_num + 2):
+            W = self.params[f"W{idx}"]
+            weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W**2)
+        return self.last_layer.forward(y, t) + weight_decay
+
+    def gradient(self, x: np.ndarray, t: np.ndarray, masks=None) -> dict[str, np.ndarray]:
+        self.loss(x, t, train_flg=True, masks=masks)
+        _backward(list(self.layers.values()), self.last_layer)
+        grads = {}
+        for idx in range(1, self.hidden_layer_num + 2):
+            affine = self.layers[f"Affine{idx}"]
+            grads[f"W{idx}"] = affine.dW + self.weight_decay_lambda * self.params[f"W{idx}"]
+            grads[f"b{idx}"] = affine.db
+            if self.use_batchnorm and idx != self.hidden_layer_num + 1:
+                grads[f"gamma{idx}"] = self.layers[f"BatchNorm{idx}"].dgamma
+                grads[f"beta{idx}"] = self.layers[f"BatchNorm{idx}"].dbeta
+        return grads

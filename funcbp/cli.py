@@ -327,17 +327,37 @@ def _run_train(args) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="report a saved run's train and test accuracy")
-    p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--data", help="evaluate on other data (default: the run's)")
+    from funcbp.config import RECIPES
+
+    p = sub.add_parser(
+        "evaluate",
+        help="train and test accuracy of a saved run, or of a params file such as the book's",
+        description="Report train and test accuracy (eval mode) of a run folder, or of a "
+        "params file in the book's names and shapes: .npz, or .pkl like the book's "
+        "params.pkl, read without running any code.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a funcbp train run folder")
+    p.add_argument("--params", metavar="FILE", help="a .npz or .pkl of params, instead of a run")
+    p.add_argument("--model", choices=list(RECIPES), help="the model of --params")
+    p.add_argument("--data", help="evaluate on other data (default: the run's, or mnist-5k)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH, or -")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
-    from funcbp.runs import evaluate_run
+    from funcbp.runs import evaluate_params, evaluate_run
 
-    result = evaluate_run(args.run_dir, args.data)
+    if (args.run_dir is None) == (args.params is None):
+        raise UsageError("give a RUN_DIR or --params FILE (with --model), not both or neither")
+    if args.params is not None:
+        if args.model is None:
+            raise UsageError("--params needs --model, the network the file holds")
+        result = evaluate_params(args.model, args.params, args.data or "mnist-5k")
+    elif args.model is not None:
+        raise UsageError("--model goes with --params; a run folder knows its model")
+    else:
+        result = evaluate_run(args.run_dir, args.data)
+    where = args.run_dir or args.params
     if "models" in result:
         lines = [
             f"seed {m['seed']}: train acc {m['train_acc']:.4f}, test acc {m['test_acc']:.4f}"
@@ -345,16 +365,13 @@ def _run_evaluate(args) -> int:
         ]
         train, test = result["train_acc"], result["test_acc"]
         lines.append(
-            f"{args.run_dir}: {len(result['models'])} models: "
+            f"{where}: {len(result['models'])} models: "
             f"train acc {train['mean']:.4f} ± {train['std']:.4f}, "
             f"test acc {test['mean']:.4f} ± {test['std']:.4f}"
         )
         text = "\n".join(lines)
     else:
-        text = (
-            f"{args.run_dir}: train acc {result['train_acc']:.4f}, "
-            f"test acc {result['test_acc']:.4f}"
-        )
+        text = f"{where}: train acc {result['train_acc']:.4f}, test acc {result['test_acc']:.4f}"
     _emit(result, args.json, text)
     return 0
 
@@ -438,7 +455,11 @@ def _add_graph(sub) -> None:
         "graph",
         help="draw one of the book's computational graphs with its values and gradients",
     )
-    p.add_argument("example", metavar="EXAMPLE", help="apple, apple-orange or two-layer")
+    p.add_argument(
+        "example",
+        metavar="EXAMPLE",
+        help="apple, apple-orange, two-layer, simple-convnet or small-convnet",
+    )
     p.add_argument(
         "--out",
         metavar="FILE",

@@ -73,6 +73,10 @@ RECIPES: dict[str, Recipe] = {
     "two-layer": Recipe("sgd", 0.1, iters=10_000, hidden=(50,), weight_init_std=0.01),
     # The book has no one script for MultiLayerNetExtend; its conv-net recipe.
     "multi-layer": Recipe("adam", 0.001, epochs=20, hidden=(100, 100, 100, 100)),
+    # train_convnet.py and train_deepnet.py: Adam 0.001, 20 epochs, batch 100, and
+    # the Trainer's 1000 examples per evaluation (the final one takes them all).
+    "simple-convnet": Recipe("adam", 0.001, epochs=20, weight_init_std=0.01, eval_samples=1000),
+    "deep-convnet": Recipe("adam", 0.001, epochs=20, weight_init_std="he", eval_samples=1000),
 }
 MLP_MODELS = ("two-layer", "multi-layer")
 
@@ -216,15 +220,20 @@ class TrainConfig:
     @property
     def network(self) -> Network:
         """The model, built from this config."""
+        std = self.weight_init_std
         if self.model == "two-layer":
-            return zoo.two_layer_net(
-                hidden_size=self.hidden[0], weight_init_std=self.weight_init_std
-            )
+            return zoo.two_layer_net(hidden_size=self.hidden[0], weight_init_std=std)
+        if self.model == "simple-convnet":
+            return zoo.simple_convnet_net(weight_init_std=std)
+        if self.model == "deep-convnet":
+            return zoo.deep_convnet_net(weight_init_std=std)
+        options = {"batch_norm": self.batch_norm, "dropout": self.dropout}
         return zoo.network(
             self.hidden,
             self.activation,
             weight_decay=self.weight_decay,
-            weight_init_std=self.weight_init_std,
+            weight_init_std=std,
+            **options,
         )
 
     @property

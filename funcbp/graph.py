@@ -24,6 +24,7 @@ import sysconfig
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -532,17 +533,23 @@ def _apple_orange():
     return price, _floats(*APPLE_ORANGE.values()), tuple(APPLE_ORANGE)
 
 
-def _two_layer():
-    from funcbp.zoo import two_layer
+def _network(name: str):
+    """The loss of one of the book's networks, on four random examples.
 
-    params = two_layer.init(jax.random.key(0))
-    # Four rows of 784 "pixels": arrays are summarized, so the size costs nothing.
-    # NumPy draws them, as jax.random would take seconds to compile here.
+    The conv net is drawn in the book's NCHW layout, so the picture holds the
+    book's layers and nothing else.
+    """
+    from funcbp.zoo import simple_convnet_net, two_layer
+
+    net = simple_convnet_net(layout="NCHW") if name == "simple-convnet" else two_layer
+    params = net.init(jax.random.key(0))
+    # Four examples: arrays are summarized, so the size costs nothing. NumPy draws
+    # them, as jax.random would take seconds to compile here.
     rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.uniform(size=(4, 784)), params["W1"].dtype)
+    x = jnp.asarray(rng.uniform(size=(4, *net.input_shape)), params["W1"].dtype)
     t = jnp.asarray(rng.integers(0, 10, size=4))
     args = (params, x, t)
-    return two_layer.loss, args, tuple(_leaf_names(two_layer.loss, args))
+    return net.loss, args, tuple(_leaf_names(net.loss, args))
 
 
 def small_convnet_loss(params: dict[str, jax.Array], x: jax.Array, t: jax.Array) -> jax.Array:
@@ -593,6 +600,7 @@ def _small_convnet():
 EXAMPLES: dict[str, Callable[[], tuple[Callable[..., Any], tuple, tuple[str, ...]]]] = {
     "apple": _apple,
     "apple-orange": _apple_orange,
-    "two-layer": _two_layer,
+    "two-layer": partial(_network, "two-layer"),
+    "simple-convnet": partial(_network, "simple-convnet"),
     "small-convnet": _small_convnet,
 }

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from funcbp import layers, reference
+from funcbp import layers, norm, reference
 from funcbp.gradcheck import numerical_gradient
 
 __all__ = ["GRADIENT_METHODS", "Layer", "Network", "ParamSpec"]
@@ -95,13 +95,13 @@ class Layer:
         out, residuals = self.fn.fwd(*args)
         out, new_state = self._split(out)
         static = tuple(args[i] for i in self.fn.nondiff_argnums)
-        return out, new_state, (static, residuals, tuple(new_state.values()))
+        return out, new_state, (static, residuals)
 
     def backward_rule(self, saved, dout: Array) -> tuple[Array, Params]:
         """The hand-written ``bwd``: ``(dx, {param name: gradient})``."""
-        static, residuals, new_state = saved
+        static, residuals = saved
         if self.state:  # no gradient flows back through the new running statistics
-            dout = (dout, tuple(jnp.zeros_like(s) for s in new_state))
+            dout = (dout, None)
         dx, *rest = self.fn.bwd(*static, residuals, dout)
         return dx, dict(zip(self.params, rest[: len(self.params)], strict=True))
 
@@ -230,7 +230,7 @@ class Network:
         """
         state = self._state(state)
         keys = self._keys(train, key)
-        h, new_state = jnp.asarray(x), dict(state)
+        h, new_state = self._input(params, x), dict(state)
         for i, layer in enumerate(self.layers[start:], start):
             with jax.named_scope(layer.name):
                 h, updated = layer(h, params, state, keys.get(i), train=train, twin=twins)
@@ -279,8 +279,6 @@ class Network:
         """The book's ``0.5 * lambda * sum(W**2)`` over the weights; 0 without weight decay."""
         if not self.weight_decay:
             return jnp.zeros((), jnp.result_type(*params.values()))
-        from funcbp import norm
-
         fn = reference.weight_decay if twins else norm.weight_decay
         with jax.named_scope("WeightDecay"):
             return fn(tuple(params[w] for w in self.weights), float(self.weight_decay))
@@ -332,7 +330,7 @@ class Network:
     def _backprop(self, params, x, t, state, key):
         state = self._state(state)
         keys = self._keys(True, key)
-        h, new_state, saved = jnp.asarray(x), dict(state), []
+        h, new_state, saved = self._input(params, x), dict(state), []
         for i, layer in enumerate(self.layers):
             h, updated, s = layer.forward_rule(h, params, state, keys.get(i), train=True)
             new_state.update(updated)
@@ -342,8 +340,6 @@ class Network:
 
         grads = {}
         if self.weight_decay:
-            from funcbp import norm
-
             weights = tuple(params[w] for w in self.weights)
             decay, residuals = norm.weight_decay.fwd(weights, float(self.weight_decay))
             (dweights,) = norm.weight_decay.bwd(
@@ -359,6 +355,17 @@ class Network:
 
     # --- helpers ----------------------------------------------------------------
 
+    def _input(self, params: Params, x: ArrayLike) -> Array:
+        """x in the params' float dtype: the book's float64 weights take float32 images.
+
+        The layers themselves refuse mixed dtypes; a network computes in its params' dtype.
+        """
+        x = jnp.asarray(x)
+        first = params.get(self.param_specs[0].name) if isinstance(params, dict) else None
+        if first is not None and jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(jnp.asarray(first).dtype)
+        return x
+
     def _state(self, state: State | None) -> State:
         if state is None:
             if self.state_specs:
@@ -371,7 +378,11 @@ class Network:
         return state
 
     def _keys(self, train: bool, key) -> dict[int, Array]:
-        """One key per dropout layer in training mode, folded from ``key`` by layer index."""
+        """Layer index -> key, in training mode: ``fold_in(key, k)`` for the k-th dropout layer.
+
+        Counting dropout layers, not all layers, keeps the masks the same
+        whatever else the sequence holds (such as the layout transposes).
+        """
         random = [i for i, layer in enumerate(self.layers) if layer.random]
         if not (train and random):
             return {}
@@ -379,7 +390,7 @@ class Network:
             raise ValueError(
                 f"key must be a PRNG key: {self.name} has dropout in train mode, got None"
             )
-        return {i: jax.random.fold_in(key, i) for i in random}
+        return {i: jax.random.fold_in(key, k) for k, i in enumerate(random, 1)}
 
 
 def _init_std(weight_init_std: float | str, fan_in: int) -> float:

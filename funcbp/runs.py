@@ -27,9 +27,16 @@ from typing import Any
 import jax
 import numpy as np
 
+from funcbp import zoo
 from funcbp.config import TrainConfig
 from funcbp.data import load_for_model
-from funcbp.io import atomic_write, atomic_write_bytes, atomic_write_text, check_writable
+from funcbp.io import (
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_writable,
+    load_params,
+)
 from funcbp.net import Network
 from funcbp.steps import TrainState, make_evaluate
 
@@ -40,6 +47,7 @@ __all__ = [
     "default_out",
     "dumps_json",
     "evaluate",
+    "evaluate_params",
     "evaluate_run",
     "load_checkpoint",
     "load_run",
@@ -292,11 +300,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict, dict]:
         config = TrainConfig.from_dict(json.loads(metrics_path.read_text())["config"])
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as e:
         raise RunError(f"{metrics_path} is damaged: {e}") from None
-    try:
-        with np.load(params_path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise RunError(f"{params_path} is damaged: {e}") from None
+    arrays = load_params(params_path)
     net = config.network
     state_names = {s.name for s in net.state_specs}
     params = {k: v for k, v in arrays.items() if k not in state_names}
@@ -342,3 +346,22 @@ def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[st
         models=config.seeds,
         seed=config.seed,
     )
+
+
+def evaluate_params(model: str, path: str | os.PathLike, data: str = "mnist-5k") -> dict:
+    """:func:`evaluate` of a params file (``.npz``, or a ``.pkl`` such as the book's).
+
+    The file's names and shapes must be ``model``'s, as the book saves them;
+    batch norm's running statistics, if the model has them, come from the file too.
+    """
+    arrays = load_params(path)
+    try:
+        net = zoo.network_for(model, arrays)
+    except ValueError as e:
+        raise RunError(f"{path} does not fit {model}: {e}") from None
+    state_names = {s.name for s in net.state_specs}
+    # The book's float64 weights run as float32, as funcbp trains.
+    arrays = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
+    params = {k: v for k, v in arrays.items() if k not in state_names}
+    layer_state = {k: v for k, v in arrays.items() if k in state_names}
+    return evaluate(net, params, layer_state, data)

@@ -264,7 +264,7 @@ def test_damaged_files_are_one_line(hurt, message, finished, tmp_path, capsys):
     hurt(run)
     if message is None:  # params.npz: evaluate reads it
         assert main(["evaluate", str(run)]) == 2
-        _one_line_error(capsys, f"{run / 'params.npz'} is damaged")
+        _one_line_error(capsys, f"{run / 'params.npz'}: not a readable .npz file (damaged")
     else:
         assert main(["train", "--quiet", "--resume", str(run), "--iters", "160"]) == 2
         _one_line_error(capsys, message)

@@ -23,6 +23,7 @@ SMALL_NETS = {
     "two_layer": two_layer_net(20, 8, 4, weight_init_std="he"),
     "sigmoid-6-5": network([6, 5], "sigmoid", input_size=20, output_size=4),
     "relu-7-6-5": network([7, 6, 5], input_size=20, output_size=4),
+    "weight-decay": network([7, 6], input_size=20, output_size=4, weight_decay=0.3),
 }
 
 
@@ -37,9 +38,24 @@ def test_the_four_gradient_methods_agree(net, batch):
     chex.assert_trees_all_close(grads["numerical"], grads["manual"], rtol=1e-5, atol=1e-8)
 
 
+def test_weight_decay_is_the_books_term_and_gradient(batch):
+    x, t = batch
+    plain = SMALL_NETS["relu-7-6-5"].replace(weight_decay=0.0)
+    decayed = plain.replace(weight_decay=0.3)
+    params = plain.init(jax.random.key(2), dtype=jnp.float64)
+    weights = sum(jnp.sum(params[w] ** 2) for w in ("W1", "W2", "W3", "W4"))
+    np.testing.assert_allclose(
+        decayed.loss(params, x, t), plain.loss(params, x, t) + 0.5 * 0.3 * weights, rtol=1e-12
+    )
+    g_plain, g_decayed = plain.backprop(params, x, t), decayed.backprop(params, x, t)
+    for name in params:  # lambda * W on the weights; biases untouched
+        extra = 0.3 * params[name] if name.startswith("W") else 0.0
+        np.testing.assert_allclose(g_decayed[name], g_plain[name] + extra, rtol=1e-10, atol=1e-14)
+
+
 def test_backprop_uses_no_autodiff(batch, monkeypatch):
     x, t = batch
-    net = SMALL_NETS["relu-7-6-5"]
+    net = SMALL_NETS["weight-decay"]
     params = net.init(jax.random.key(0), dtype=jnp.float64)
 
     def refuse(*args, **kwargs):

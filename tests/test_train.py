@@ -142,10 +142,25 @@ def test_a_signal_stops_within_a_chunk_even_when_one_evaluation_spans_the_run(tm
     chex.assert_trees_all_equal(done.params, straight.params)
 
 
-def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_writes_valid_json(tmp_path):
-    # lr 1e6 overflows within a few steps; the first 40 are fine at a normal rate.
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+    # With lr * lambda = 4 weight decay multiplies W by -3 each step: the decay term
+    # 0.5 * lambda * sum(W**2) overflows float32 near step 37, after good checkpoints.
+    config = TrainConfig(
+        model="multi-layer",
+        hidden=(10,),
+        optimizer="sgd",
+        lr=0.1,
+        weight_decay=40.0,
+        iters=400,
+        eval_every=10,
+    )
+    with pytest.raises(Diverged, match=r"the loss became inf at iteration 37; kept the checkpoint"):
+        _fit(config, tmp_path, checkpoint_every=10)
+    kept = runs.load_checkpoint(tmp_path)
+    assert 0 < kept.iteration < 37 and not (tmp_path / "metrics.json").exists()
+    assert all(np.isfinite(row["loss"]) for row in kept.history)
     with pytest.raises(Diverged, match=r"the loss became (nan|inf) at iteration \d+"):
-        _fit(TrainConfig(iters=400, eval_every=40, lr=1e6), tmp_path)
+        _fit(TrainConfig(iters=400, eval_every=40, lr=1e6), tmp_path / "lr")
     with pytest.raises(Diverged, match="weight_init_std"):
         _fit(TrainConfig(iters=40, weight_init_std=1e30), tmp_path / "huge")
     assert not (tmp_path / "huge" / "metrics.json").exists()
