@@ -20,7 +20,7 @@ from jax.typing import DTypeLike
 
 from funcbp import conv, layers, norm, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
-from funcbp.zoo import two_layer_net
+from funcbp.zoo import network, two_layer_net
 
 __all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
 
@@ -272,8 +272,38 @@ def _two_layer_args(rng, dtype):
     return params, _normal(rng, (3, 12), dtype), _labels(rng, 3, 5)
 
 
+# MultiLayerNetExtend with everything on: batch norm, dropout and weight decay, in train mode.
+_SMALL_EXTEND = network(
+    [8, 6], batch_norm=True, dropout=0.3, weight_decay=0.1, input_size=10, output_size=5
+)
+_EXTEND_KEY = 3  # the dropout masks' seed
+
+
+def _train_loss(loss):
+    """``loss`` in train mode from fresh running statistics, with fixed dropout masks."""
+
+    def train_loss(params, x, t):
+        state = _SMALL_EXTEND.init_state(x.dtype)
+        return loss(params, x, t, state, train=True, key=jax.random.key(_EXTEND_KEY))[0]
+
+    return train_loss
+
+
+def _extend_args(rng, dtype):
+    # A batch of 8: batch norm over fewer examples curves too much for finite differences.
+    params = {s.name: _normal(rng, s.shape, dtype, 0.5) for s in _SMALL_EXTEND.param_specs}
+    params = {k: v + 1 if k.startswith("gamma") else v for k, v in params.items()}
+    return params, _normal(rng, (8, 10), dtype), _labels(rng, 8, 5)
+
+
 NETWORK_CHECKS: tuple[Check, ...] = (
     Check("two_layer", _SMALL_TWO_LAYER.loss, _SMALL_TWO_LAYER.reference_loss, _two_layer_args),
+    Check(
+        "multi_layer_extend",
+        _train_loss(_SMALL_EXTEND.loss),
+        _train_loss(_SMALL_EXTEND.reference_loss),
+        _extend_args,
+    ),
 )
 
 CHECKS: tuple[Check, ...] = LAYER_CHECKS + NETWORK_CHECKS

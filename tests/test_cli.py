@@ -395,3 +395,97 @@ def test_runs_started_together_with_the_default_out_never_share_a_folder(tmp_pat
     assert len(folders) == 4
     for folder in folders:
         assert json.loads((folder / "metrics.json").read_text())["config"]["iters"] == 8
+
+
+# --- the conv nets and the book's weights -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def simple_run(tmp_path_factory):
+    """``funcbp train --model simple-convnet`` for a few steps."""
+    out = tmp_path_factory.mktemp("simple") / "run"
+    argv = [
+        "train",
+        "--quiet",
+        "--model",
+        "simple-convnet",
+        "--iters",
+        "20",
+        "--eval-every",
+        "10",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def test_a_conv_net_trains_with_its_recipe_and_resumes(simple_run, capsys):
+    metrics = json.loads((simple_run / "metrics.json").read_text())
+    config = metrics["config"]
+    assert (config["model"], config["optimizer"], config["lr"]) == ("simple-convnet", "adam", 0.001)
+    assert config["eval_samples"] == 1000 and metrics["history"][-1]["iter"] == 20
+    with np.load(simple_run / "params.npz") as f:
+        assert f["W1"].shape == (30, 1, 5, 5) and f["W2"].shape == (4320, 100)
+    assert main(["train", "--quiet", "--resume", str(simple_run), "--iters", "30"]) == 0
+    assert main(["train", "--quiet", "--resume", str(simple_run), "--hidden", "60"]) == 2
+    _one_line_error(capsys, "hidden cannot change on resume")
+
+
+def test_conv_nets_refuse_the_mlp_options(tmp_path, capsys):
+    argv = ["train", "--quiet", "--model", "deep-convnet", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--hidden", "50"]) == 2
+    _one_line_error(capsys, "hidden applies to two-layer and multi-layer, not deep-convnet")
+    assert main([*argv, "--activation", "sigmoid"]) == 2
+    _one_line_error(capsys, "activation is ReLU in deep-convnet")
+    assert not (tmp_path / "r").exists()
+
+
+def test_evaluate_reads_the_books_pickle_format(simple_run, tmp_path, capsys):
+    from tests.test_io import _numpy1_pickle
+
+    with np.load(simple_run / "params.npz") as f:
+        params = {k: f[k].astype(np.float64) for k in f.files}  # the book saves float64
+    book_file = tmp_path / "params.pkl"
+    book_file.write_bytes(_numpy1_pickle(params))
+    assert (
+        main(["evaluate", "--model", "simple-convnet", "--params", str(book_file), "--json", "-"])
+        == 0
+    )
+    from_pickle = json.loads(capsys.readouterr().out)
+    assert main(["evaluate", str(simple_run), "--json", "-"]) == 0
+    assert from_pickle == pytest.approx(json.loads(capsys.readouterr().out), abs=1e-3)
+    assert set(from_pickle) == {"train_acc", "test_acc"}
+    # The wrong model for the file is one line naming both.
+    assert main(["evaluate", "--model", "deep-convnet", "--params", str(book_file)]) == 2
+    _one_line_error(capsys, "does not fit deep-convnet: params must hold W1, b1")
+
+
+def test_evaluate_refuses_a_pickle_that_would_run_code(tmp_path, capsys):
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "deep_convnet_params.pkl"
+    evil.write_bytes(__import__("pickle").dumps({"W1": Evil()}, protocol=4))
+    assert main(["evaluate", "--model", "deep-convnet", "--params", str(evil)]) == 2
+    _one_line_error(capsys, "refusing the pickle's global 'posix.system'")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "give a RUN_DIR or --params FILE"),
+        (["--params", "p.pkl"], "--params needs --model"),
+        (["run", "--model", "simple-convnet"], "--model goes with --params"),
+        (["--model", "simple-convnet", "--params", "p.txt"], "must end in .npz or .pkl"),
+    ],
+)
+def test_evaluate_bad_arguments_are_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    (tmp_path / "p.txt").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    assert _exit_status(["evaluate", *argv]) == 2
+    _one_line_error(capsys, message)

@@ -189,3 +189,40 @@ def test_nothing_is_written_when_the_settings_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"the model does not fit: .* parameters need about"):
         _fit(TrainConfig(hidden=(50_000_000,)), out)
     assert not out.exists()
+
+
+def test_batch_norm_and_dropout_train_through_the_step_and_resume_bit_identically(tmp_path):
+    # The step carries the running statistics and draws step i's masks from fold_in(key, i).
+    config = dict(
+        model="multi-layer",
+        hidden=(20, 10),
+        batch_norm=True,
+        dropout=0.2,
+        weight_decay=0.01,
+        eval_every=10,
+    )
+    straight = _fit(TrainConfig(**config, iters=40), tmp_path / "straight")
+    _fit(TrainConfig(**config, iters=20), tmp_path / "parts")
+    parts = resume(tmp_path / "parts", {"iters": 40}, progress=False, log=_quiet)
+    chex.assert_trees_all_equal(straight.params, parts.params)
+    chex.assert_trees_all_equal(straight.layer_state, parts.layer_state)
+    assert sorted(straight.layer_state) == [
+        "running_mean1",
+        "running_mean2",
+        "running_var1",
+        "running_var2",
+    ]
+    assert np.all(straight.layer_state["running_var1"] > 0)  # updated from their zeros
+    saved = _params(tmp_path / "straight")
+    assert "gamma1" in saved and "running_var2" in saved
+    # Evaluation runs in eval mode, on the running statistics.
+    evaluated = runs.evaluate_run(tmp_path / "straight")
+    assert evaluated["test_acc"] == pytest.approx(straight.metrics["final"]["test_acc"])
+
+
+def test_k_conv_nets_are_k_single_runs(tmp_path):
+    config = dict(model="simple-convnet", iters=4, eval_every=4, batch_size=20)
+    both = _fit(TrainConfig(**config, seeds=2))
+    second = _fit(TrainConfig(**config, seed=1))
+    for name, value in second.params.items():
+        np.testing.assert_allclose(both.params[name][1], value, rtol=1e-4, atol=1e-6)
