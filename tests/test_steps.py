@@ -16,7 +16,7 @@ from funcbp.steps import (
     minibatch_indices,
     run_keys,
 )
-from funcbp.zoo import network, two_layer_net
+from funcbp.zoo import network, simple_convnet_net, two_layer_net
 
 SMALL = two_layer_net(8, 4, 3)
 
@@ -146,3 +146,18 @@ def test_evaluate_counts_every_row_in_batches(mnist):
     stacked = jax.tree.map(lambda *a: jnp.stack(a), params, net.init(jax.random.key(1)))
     both = make_evaluate(net, models=2, batch=500)(stacked, {}, x[:1234], t[:1234])
     assert both.shape == (2,) and float(both[0]) == pytest.approx(expected, abs=1e-7)
+
+
+def test_k_conv_nets_are_k_single_runs():
+    # No first Affine to fuse: shared and own batches go through the same step per model.
+    net, opt, k = simple_convnet_net((1, 8, 8), filters=3, hidden_size=5), make_optimizer("adam"), 2
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(size=(30, 1, 8, 8)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 10, 30), jnp.int32)
+    for shared in (False, True):
+        both, _ = make_chunk(net, opt, "manual", 5, models=k, shared=shared)(
+            _state(net, opt, 2, k), 0, run_keys(2, k), x, t, 6
+        )
+        keys = run_keys(3)._replace(data=run_keys(2).data) if shared else run_keys(3)
+        alone, _ = make_chunk(net, opt, "manual", 5)(_state(net, opt, 3), 0, keys, x, t, 6)
+        chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], both), alone, rtol=1e-5, atol=1e-7)

@@ -159,11 +159,10 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
     kept = runs.load_checkpoint(tmp_path)
     assert 0 < kept.iteration < 37 and not (tmp_path / "metrics.json").exists()
     assert all(np.isfinite(row["loss"]) for row in kept.history)
-    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at iteration \d+"):
-        _fit(TrainConfig(iters=400, eval_every=40, lr=1e6), tmp_path / "lr")
-    with pytest.raises(Diverged, match="weight_init_std"):
+    # Weights of std 1e30 overflow the first logits: nothing good to keep.
+    with pytest.raises(Diverged, match=r"the loss became (nan|inf) at iteration 1; try a smaller"):
         _fit(TrainConfig(iters=40, weight_init_std=1e30), tmp_path / "huge")
-    assert not (tmp_path / "huge" / "metrics.json").exists()
+    assert not (tmp_path / "huge" / "checkpoint.json").exists()
 
 
 def test_log_lines_come_at_most_every_tenth_of_the_run(tmp_path):
@@ -218,11 +217,3 @@ def test_batch_norm_and_dropout_train_through_the_step_and_resume_bit_identicall
     # Evaluation runs in eval mode, on the running statistics.
     evaluated = runs.evaluate_run(tmp_path / "straight")
     assert evaluated["test_acc"] == pytest.approx(straight.metrics["final"]["test_acc"])
-
-
-def test_k_conv_nets_are_k_single_runs(tmp_path):
-    config = dict(model="simple-convnet", iters=4, eval_every=4, batch_size=20)
-    both = _fit(TrainConfig(**config, seeds=2))
-    second = _fit(TrainConfig(**config, seed=1))
-    for name, value in second.params.items():
-        np.testing.assert_allclose(both.params[name][1], value, rtol=1e-4, atol=1e-6)

@@ -114,16 +114,20 @@ def test_simple_convnet_is_the_books_forward_and_backward():
         np.testing.assert_allclose(ours[name], g, rtol=1e-8, atol=1e-12, err_msg=name)
 
 
-@pytest.mark.slow
 def test_deep_convnet_eval_logits_are_the_books_with_dropouts_scaling():
-    params = deep_convnet.init(jax.random.key(0), dtype=jnp.float64)
-    x, _ = _images(3)
+    params = _off_the_kinks(SMALL_DEEP, 5)
+    x, _ = _images(8, (1, 12, 12), seed=6)
     book = book_numpy.DeepConvNet(_numpy(params))
-    ours = jax.jit(deep_convnet.predict)(params, x)
+    ours = jax.jit(SMALL_DEEP.predict)(params, x)
     np.testing.assert_allclose(ours, book.predict(x, train_flg=False), rtol=1e-9, atol=1e-12)
     # Eval mode scales by (1 - 0.5) twice: the logits match, not only their argmax.
-    train_like, _ = deep_convnet.forward(params, x, train=True, key=jax.random.key(0))
+    forward = jax.jit(SMALL_DEEP.forward, static_argnames="train")
+    train_like, _ = forward(params, x, train=True, key=jax.random.key(0))
     assert not np.allclose(ours, train_like)
+    # The book's sizes: 28x28 images through 6 convolutions to W7's 1024 inputs.
+    images = _images(1)[0].astype(np.float32)
+    predict = jax.jit(deep_convnet.predict)
+    assert predict(deep_convnet.init(jax.random.key(0)), images).shape == (1, 10)
 
 
 def test_deep_convnet_gradient_is_the_books_with_the_same_masks():
