@@ -326,16 +326,18 @@ def _run_train(args) -> int:
     return 0
 
 
+_EVALUATE = (
+    "Report train and test accuracy (eval mode) of a run folder, or of a params file in the "
+    "book's names and shapes: .npz, or .pkl like the book's params.pkl, read without running "
+    "any code."
+)
+
+
 def _add_evaluate(sub) -> None:
     from funcbp.config import RECIPES
 
-    p = sub.add_parser(
-        "evaluate",
-        help="train and test accuracy of a saved run, or of a params file such as the book's",
-        description="Report train and test accuracy (eval mode) of a run folder, or of a "
-        "params file in the book's names and shapes: .npz, or .pkl like the book's "
-        "params.pkl, read without running any code.",
-    )
+    help_ = "train and test accuracy of a saved run, or of a params file such as the book's"
+    p = sub.add_parser("evaluate", help=help_, description=_EVALUATE)
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a funcbp train run folder")
     p.add_argument("--params", metavar="FILE", help="a .npz or .pkl of params, instead of a run")
     p.add_argument("--model", choices=list(RECIPES), help="the model of --params")

@@ -43,6 +43,7 @@ OPTIMIZERS: dict[str, tuple[float, Callable[[float], optax.GradientTransformatio
 TRAIN_GRADIENTS = tuple(m for m in GRADIENT_METHODS if m != "numerical")
 MESH_AXES = ("explicit", "auto")
 MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32 seed; larger ones wrap around silently
+INIT_NAMES = ("he", "xavier", "relu", "sigmoid")  # the book's names for He and Xavier
 
 
 def make_optimizer(name: str, lr: float | None = None) -> optax.GradientTransformation:
@@ -177,7 +178,6 @@ class TrainConfig:
             resolved["iters"], resolved["epochs"] = recipe.iters, recipe.epochs
         for name, value in resolved.items():
             object.__setattr__(self, name, value)
-        self.network  # noqa: B018 -- the model's own checks (sizes, init std)
 
     def _check_model_options(self) -> None:
         mlp = self.model in MLP_MODELS
@@ -185,6 +185,8 @@ class TrainConfig:
             if not mlp:
                 raise ValueError(f"hidden applies to {' and '.join(MLP_MODELS)}, not {self.model}")
             object.__setattr__(self, "hidden", tuple(self.hidden))
+            if not self.hidden or not all(_is_int(h) and h > 0 for h in self.hidden):
+                raise ValueError(f"hidden must be positive integer widths, got {self.hidden!r}")
             if self.model == "two-layer" and len(self.hidden) != 1:
                 raise ValueError(
                     f"hidden must be one width for two-layer (use model multi-layer for more), "
@@ -198,7 +200,13 @@ class TrainConfig:
                 )
             if not mlp and self.activation != "relu":
                 raise ValueError(f"activation is ReLU in {self.model}, got {self.activation!r}")
-        if self.weight_init_std is not None and not isinstance(self.weight_init_std, str):
+        if isinstance(self.weight_init_std, str):
+            if self.weight_init_std not in INIT_NAMES:
+                raise ValueError(
+                    f"weight_init_std must be a positive finite number, 'he' or 'xavier', "
+                    f"got {self.weight_init_std!r}"
+                )
+        elif self.weight_init_std is not None:
             _finite_positive("weight_init_std", self.weight_init_std)
         if not isinstance(self.batch_norm, bool):
             raise ValueError(f"batch_norm must be True or False, got {self.batch_norm!r}")
@@ -311,8 +319,12 @@ def _show(value: Any) -> str:
     return str(value)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo
+    ok = _is_int(value) and value >= lo
     if not ok or (hi is not None and value > hi):
         bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")

@@ -101,14 +101,8 @@ def convolution(
     return out + jnp.reshape(b, (1, -1, 1, 1) if layout == "NCHW" else (1, 1, 1, -1))
 
 
-def pooling(
-    x: ArrayLike,
-    pool_h: int = 2,
-    pool_w: int = 2,
-    stride: int = 2,
-    pad: int = 0,
-    layout: str = "NCHW",
-) -> Array:
+def pooling(x: ArrayLike, pool_h: int = 2, pool_w: int = 2, stride: int = 2, pad: int = 0,
+            layout: str = "NCHW") -> Array:  # fmt: skip
     # Zero padding first, as the book's im2col pads; reduce_window's own would pad with -inf.
     x = jnp.asarray(x)
     spatial = (2, 3) if layout == "NCHW" else (1, 2)
@@ -124,16 +118,9 @@ def transpose(x: ArrayLike, axes: tuple[int, ...]) -> Array:
     return jnp.transpose(x, axes)
 
 
-def batch_norm(
-    x: ArrayLike,
-    gamma: ArrayLike,
-    beta: ArrayLike,
-    running_mean: ArrayLike,
-    running_var: ArrayLike,
-    train: bool = True,
-    momentum: float = 0.9,
-    axis: int | None = None,
-) -> tuple[Array, tuple[Array, Array]]:
+def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, running_mean: ArrayLike,
+               running_var: ArrayLike, train: bool = True, momentum: float = 0.9,
+               axis: int | None = None) -> tuple[Array, tuple[Array, Array]]:  # fmt: skip
     x = jnp.asarray(x)
     if axis is None:
         xw, over = x.reshape(x.shape[0], -1), (0,)
