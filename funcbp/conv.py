@@ -109,8 +109,11 @@ def _add_windows(
     padding spreads it out, negative edge padding crops the zero padding) and
     the pieces are summed, so overlapping windows add. XLA fuses this into one
     pass; on CPU a scatter-add and, far more, a transposed convolution are
-    slower (experiments/col2im_routes.py measures the three).
+    slower (experiments/col2im_routes.py measures the three). Windows that do
+    not overlap take :func:`_interleave` instead.
     """
+    if stride >= len(pieces) // kw and stride >= kw:
+        return _interleave(pieces, size, kw, stride, pad, axes)
     h, w = axes
     out = (pieces[0].shape[h], pieces[0].shape[w])
     placed = []
@@ -121,6 +124,41 @@ def _add_windows(
             config[axis] = (low, full - low - stride * (n - 1) - 1, stride - 1)
         placed.append(lax.pad(piece, jnp.zeros((), piece.dtype), config))
     return reduce(jnp.add, placed)
+
+
+def _interleave(
+    pieces: Sequence[Array],
+    size: tuple[int, int],
+    kw: int,
+    stride: int,
+    pad: int,
+    axes: tuple[int, int],
+) -> Array:
+    """:func:`_add_windows` when the windows do not overlap (stride >= the window).
+
+    Every element of the image then lies in at most one window, so nothing is
+    summed: the pieces are stacked, zero-filled up to the stride (the gaps
+    between windows), and each window offset ``(i, j)`` is moved next to its
+    output axis, so element ``(oh, i)`` lands at row ``oh * stride + i``; one
+    reshape, then the crop of the padding. The book's 2x2 pool with stride 2
+    goes this way. Summing ``lax.pad``'d pieces instead makes XLA test every
+    piece at every element, and in a training step it recomputes the pool's
+    ``arg_max`` for each of them.
+    """
+    h, w = axes
+    kh, shape = len(pieces) // kw, pieces[0].shape
+    tiles = jnp.stack(pieces).reshape(kh, kw, *shape)
+    tiles = jnp.pad(tiles, [(0, stride - kh), (0, stride - kw)] + [(0, 0)] * len(shape))
+    order = []
+    for axis in range(len(shape)):
+        order += [axis + 2, *([0] if axis == h else []), *([1] if axis == w else [])]
+    tiled = list(shape)
+    tiled[h], tiled[w] = shape[h] * stride, shape[w] * stride
+    image = tiles.transpose(order).reshape(tiled)
+    config = [(0, 0, 0)] * len(shape)
+    for axis, full in ((h, size[0]), (w, size[1])):
+        config[axis] = (-pad, full + pad - tiled[axis], 0)  # <= 0: crops
+    return lax.pad(image, jnp.zeros((), image.dtype), config)
 
 
 # --- im2col / col2im --------------------------------------------------------
