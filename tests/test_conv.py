@@ -35,6 +35,8 @@ CONV_CASES = {
     # Windows that do not overlap: col2im interleaves instead of summing.
     "2x2 stride 2 pad 1, no overlap": ((1, 2, 4, 6), (3, 2, 2, 2), 2, 1),
     "1x1 stride 2, gaps between windows": ((2, 3, 5, 7), (4, 3, 1, 1), 2, 0),
+    # One channel: im2col takes its column offsets first, then its row offsets.
+    "one channel, 3x5 stride 2 pad 1": ((2, 1, 7, 9), (3, 1, 3, 5), 2, 1),
 }
 
 
