@@ -400,7 +400,7 @@ def _add_bench(sub) -> None:
     steps = ", ".join(f"{k} {m.steps} ({m.quick_steps} with --quick)" for k, m in MODELS.items())
     p.add_argument("--steps", type=int, help=f"SGD steps per run (default: {steps})")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--quick", action="store_true", help="a short run, under a minute")
+    p.add_argument("--quick", action="store_true", help="a short run, about a minute")
     p.add_argument("--seed", type=int, default=0, help="init and minibatch seed (default 0)")
     p.add_argument(
         "--json", metavar="PATH", help="write the report as JSON to PATH, or - for stdout"
