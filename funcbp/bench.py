@@ -130,7 +130,7 @@ MODELS = {
     ),
     "simple-convnet": BenchModel(
         simple_convnet,
-        "SimpleConvNet (conv 30x5x5, pool 2x2, 4320-100-10)",
+        "SimpleConvNet 30x5x5-pool-100-10",
         book_numpy.SimpleConvNet,
         _torch_simple_convnet,
         _lax_simple_convnet,
