@@ -1,12 +1,13 @@
-"""``funcbp bench``: funcbp's training loop against the book's NumPy code and PyTorch.
+"""``funcbp bench``: funcbp's training loop against the book's NumPy code, plain JAX and PyTorch.
 
-Every implementation trains the book's 784-50-10 ReLU network with SGD (lr
-0.1, batch 100) on the bundled mnist-5k, in one process, from the same
-float32 init and on the same minibatch schedule: step i's rows are
-``funcbp.steps.minibatch_indices``, the indices ``funcbp train`` draws,
-computed once and handed to NumPy and PyTorch as an array. Rounds are
-interleaved (each round runs every implementation once, in a rotated order)
-and each figure is the median over rounds.
+``--model`` picks the network, one row of :data:`MODELS`: the book's
+784-50-10 TwoLayerNet (the default) or its SimpleConvNet. Every
+implementation trains it with SGD (lr 0.1, batch 100) on the bundled
+mnist-5k, in one process, from the same float32 init and on the same
+minibatch schedule: step i's rows are ``funcbp.steps.minibatch_indices``, the
+indices ``funcbp train`` draws, computed once and handed to the baselines as
+an array. Rounds are interleaved (each round runs every implementation once,
+in a rotated order) and each figure is the median over rounds.
 
 Throughputs count model-steps: ``funcbp-seeds8`` trains 8 models per step,
 so its ``steps_per_s`` is 8 * 10,000 / ``s_per_10k``, and its ratios and
@@ -14,37 +15,41 @@ GFLOP/s count 8 models' work. ``s_per_10k`` is always wall seconds per
 10,000 steps of that implementation's loop.
 
 The roofline is measured in the same run: for each matmul that one step
-needs, the faster of NumPy's BLAS and a jitted XLA matmul on that shape,
-summed over the step. ``roofline_frac`` = achieved GFLOP/s / roofline GFLOP/s.
+needs (:func:`matmul_shapes`, read off the network's layers), the faster of
+NumPy's BLAS and a jitted XLA matmul on that shape, summed over the step.
+``roofline_frac`` = achieved GFLOP/s / roofline GFLOP/s.
 """
 
 from __future__ import annotations
 
-import itertools
+import math
 import os
 import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
-from funcbp import book_numpy
+from funcbp import book_numpy, conv, layers
 from funcbp.config import make_optimizer
-from funcbp.data import load_mnist
+from funcbp.data import load_for_model
 from funcbp.io import atomic_write
 from funcbp.net import Network
 from funcbp.steps import init_train_state, make_chunk, minibatch_indices, run_keys
-from funcbp.zoo import two_layer
+from funcbp.zoo import simple_convnet, two_layer
 
 __all__ = [
+    "MODELS",
     "NAMES",
+    "BenchModel",
     "flops_per_step",
     "format_table",
     "matmul_shapes",
@@ -55,12 +60,13 @@ __all__ = [
 NAMES = (
     "funcbp-manual",
     "funcbp-autodiff",
+    "jax-lax-conv",
     "numpy-book",
     "torch-eager",
     "funcbp-seeds8",
     "funcbp-seeds8-shared",
 )
-SIZES = (784, 50, 10)
+"""Every row a report can have, in the order they run; a model has those its entry gives."""
 BATCH_SIZE = 100
 LR = 0.1
 ENSEMBLE_K = 8
@@ -68,12 +74,76 @@ PER = 10_000  # the unit of s_per_10k
 PAUSE_S = 0.2  # between timed runs: longer than OpenBLAS spins (~0.1 s)
 
 
-# --- the book's NumPy code, the baseline ---
+# --- the models and their baselines ---------------------------------------------------
 
 
-def _numpy_book_train(params, x, t, idx) -> dict[str, np.ndarray]:
+def _torch_two_layer(torch, p, xb):
+    return torch.relu(xb @ p["W1"] + p["b1"]) @ p["W2"] + p["b2"]
+
+
+def _torch_simple_convnet(torch, p, xb):
+    f = torch.nn.functional
+    h = f.max_pool2d(f.relu(f.conv2d(xb, p["W1"], p["b1"])), 2, 2)
+    h = f.relu(f.linear(h.flatten(1), p["W2"].T, p["b2"]))  # the book's W is (in, out)
+    return f.linear(h, p["W3"].T, p["b3"])
+
+
+def _lax_simple_convnet(p, xb):
+    """What a JAX user writes: XLA's convolution and max pool, NCHW, the book's flatten."""
+    h = lax.conv_general_dilated(
+        xb, p["W1"], (1, 1), "VALID", dimension_numbers=("NCHW", "OIHW", "NCHW")
+    )
+    h = jax.nn.relu(h + p["b1"][None, :, None, None])
+    h = lax.reduce_window(
+        h, np.array(-np.inf, h.dtype), lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID"
+    )
+    h = jax.nn.relu(h.reshape(h.shape[0], -1) @ p["W2"] + p["b2"][None, :])
+    return h @ p["W3"] + p["b3"][None, :]
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """One ``--model``: the network, its baselines and its default run lengths.
+
+    Attributes:
+        net: the funcbp network (its manual and autodiff rows, and the FLOP count).
+        title: how the table and the plot name it.
+        book: the book's NumPy class, built on a params dict (the numpy-book row).
+        torch_scores: ``(torch, params, xb) -> scores`` (the torch-eager row).
+        lax_scores: ``(params, xb) -> scores`` in plain jnp, for ``jax.grad`` (the
+            jax-lax-conv row); None for none.
+        steps, quick_steps: steps per run by default and with ``--quick``.
+    """
+
+    net: Network
+    title: str
+    book: Callable[[dict[str, np.ndarray]], Any]
+    torch_scores: Callable
+    lax_scores: Callable | None
+    steps: int
+    quick_steps: int
+
+
+MODELS = {
+    "two-layer": BenchModel(
+        two_layer, "784-50-10", book_numpy.TwoLayerNet, _torch_two_layer, None, 10_000, 300
+    ),
+    "simple-convnet": BenchModel(
+        simple_convnet,
+        "SimpleConvNet 30x5x5-pool-100-10",
+        book_numpy.SimpleConvNet,
+        _torch_simple_convnet,
+        _lax_simple_convnet,
+        200,
+        20,
+    ),
+}
+"""What ``funcbp bench --model NAME`` runs: one entry per model, its rows follow from it."""
+
+
+def _numpy_book_train(book, params, x, t, idx) -> dict[str, np.ndarray]:
     params = {k: v.copy() for k, v in params.items()}
-    net = book_numpy.TwoLayerNet(params)
+    net = book(params)
     for batch in idx:
         grads = net.gradient(x[batch], t[batch])
         for key in params:  # in place: the layers hold these very arrays
@@ -84,37 +154,95 @@ def _numpy_book_train(params, x, t, idx) -> dict[str, np.ndarray]:
 # --- FLOPs and the roofline ----------------------------------------------------
 
 
-def flops_per_step(batch_size: int = BATCH_SIZE, sizes: Sequence[int] = SIZES) -> int:
-    """The useful FLOPs of one SGD step: the matmuls, 2*m*k*n each.
+class _Weighted(NamedTuple):
+    """An Affine or a Convolution as one matmul: (rows, fan_in) @ (fan_in, fan_out)."""
 
-    Per layer i (n_i -> n_{i+1}): forward ``h @ W`` and backward ``dW = h.T @ dout``,
-    each ``2*B*n_i*n_{i+1}``; ``dx = dout @ W.T`` for every layer but the first,
-    whose dx nobody reads (the book computes it anyway; XLA drops it). So
-    ``3 * sum_i 2*B*n_i*n_{i+1} - 2*B*n_0*n_1``: 15.98 MFLOP for 784-50-10, B=100.
-    Elementwise work (bias, ReLU, softmax, the update) is left out.
+    w: str  # its weight's name
+    conv: bool
+    rows: int  # N, or N*OH*OW for a convolution's im2col matrix
+    fan_in: int  # D, or C*FH*FW
+    fan_out: int  # H, or FN
+    features: int  # of one example entering the layer: D, or C*H*W
+
+
+def _weighted_layers(net: Network, batch_size: int) -> list[_Weighted]:
+    """The Affine and Convolution layers in order, one batch's shape walked through ``net.layers``.
+
+    Shapes are in the book's (C, H, W) order. Layers other than convolution,
+    pooling and Affine keep the shape (activations, dropout, batch norm, the
+    layout transposes).
     """
-    layer = [2 * batch_size * a * b for a, b in itertools.pairwise(sizes)]
-    return 3 * sum(layer) - layer[0]
+    specs = {s.name: s.shape for s in net.param_specs}
+    shape = net.input_shape
+    found = []
+    for layer in net.layers:
+        options = dict(layer.options)
+        if layer.fn is conv.convolution:
+            fn, c, fh, fw = specs[layer.params[0]]
+            oh, ow = _out_sides(shape, (fh, fw), options)
+            rows = batch_size * oh * ow
+            found.append(_Weighted(layer.params[0], True, rows, c * fh * fw, fn, math.prod(shape)))
+            shape = (fn, oh, ow)
+        elif layer.fn is conv.pooling:
+            shape = (shape[0], *_out_sides(shape, (options["pool_h"], options["pool_w"]), options))
+        elif layer.fn is layers.affine:
+            d, h = specs[layer.params[0]]
+            found.append(_Weighted(layer.params[0], False, batch_size, d, h, d))
+            shape = (h,)
+    return found
+
+
+def _out_sides(shape, window, options) -> tuple[int, int]:
+    stride, pad = options["stride"], options["pad"]
+    return tuple((n + 2 * pad - f) // stride + 1 for n, f in zip(shape[1:], window, strict=True))
 
 
 def matmul_shapes(
-    batch_size: int = BATCH_SIZE, sizes: Sequence[int] = SIZES
+    net: Network = two_layer, batch_size: int = BATCH_SIZE
 ) -> list[tuple[str, tuple[int, int, int], str, bool]]:
-    """``(name, (m, k, n), transposed, needed)`` for the six matmuls of a two-layer step.
+    """``(name, (m, k, n), transposed, needed)`` for every matmul of one SGD step of ``net``.
+
+    An Affine (D -> H) on a batch of N: forward ``x @ W`` (N, D, H); backward
+    ``dout @ W.T`` (N, H, D) and ``x.T @ dout`` (D, N, H). A Convolution is the
+    same three on im2col's matrix ``col`` (N*OH*OW, C*FH*FW) and the book's
+    ``col_W`` (C*FH*FW, FN), named by W. Forward matmuls in layer order, then
+    each layer's dx and dW from the last layer back.
 
     ``transposed`` says which operand the step reads through a transpose
     (``"lhs"``, ``"rhs"`` or ``""``), as ``x.T @ dh`` reads x. ``needed`` is
-    False for ``dh@W1.T``, the first layer's dx, which the gradient never uses.
+    False for the first weighted layer's dx (``dh@W1.T``), which the gradient
+    never uses.
     """
-    n, (d, h, c) = batch_size, sizes
-    return [
-        ("x@W1", (n, d, h), "", True),
-        ("h@W2", (n, h, c), "", True),
-        ("dout@W2.T", (n, c, h), "rhs", True),
-        ("h.T@dout", (h, n, c), "lhs", True),
-        ("dh@W1.T", (n, h, d), "rhs", False),
-        ("x.T@dh", (d, n, h), "lhs", True),
-    ]
+    weighted = _weighted_layers(net, batch_size)
+    forward, backward = [], []
+    for i, layer in enumerate(weighted):
+        x = "x" if i == 0 else "h"
+        x = f"col({x})" if layer.conv else x
+        dout = "dout" if i == len(weighted) - 1 else "dh"
+        m, k, n = layer.rows, layer.fan_in, layer.fan_out
+        forward.append((f"{x}@{layer.w}", (m, k, n), "", True))
+        backward[:0] = [
+            (f"{dout}@{layer.w}.T", (m, n, k), "rhs", i > 0),
+            (f"{x}.T@{dout}", (k, m, n), "lhs", True),
+        ]
+    return forward + backward
+
+
+def flops_per_step(net: Network = two_layer, batch_size: int = BATCH_SIZE) -> int:
+    """The useful FLOPs of one SGD step: the matmuls :func:`matmul_shapes` needs, 2*m*k*n each.
+
+    Per weighted layer: forward and dW, and dx for every layer but the first,
+    whose dx nobody reads (the book computes it anyway; XLA drops it). 15.98
+    MFLOP for 784-50-10 at B=100; 432.6 MFLOP for SimpleConvNet. Elementwise
+    work (bias, ReLU, pooling, softmax, im2col's copies, the update) is left out.
+    """
+    return sum(2 * math.prod(mkn) for _, mkn, _, needed in matmul_shapes(net, batch_size) if needed)
+
+
+def _sizes(net: Network) -> list[int]:
+    """One example's features entering each weighted layer, then the scores: 784, 50, 10."""
+    weighted = _weighted_layers(net, 1)
+    return [layer.features for layer in weighted] + [weighted[-1].fan_out]
 
 
 def _best_seconds(fn: Callable[[], Any], reps: int, repeats: int) -> float:
@@ -126,19 +254,22 @@ def _best_seconds(fn: Callable[[], Any], reps: int, repeats: int) -> float:
     return best
 
 
-def _time_matmuls(quick: bool) -> list[dict[str, Any]]:
-    """Per shape: the best seconds of NumPy (BLAS) and of jitted XLA."""
+def _time_matmuls(shapes, quick: bool) -> list[dict[str, Any]]:
+    """Per shape of :func:`matmul_shapes`: the best seconds of NumPy (BLAS) and of jitted XLA."""
     rng = np.random.default_rng(0)
-    reps, repeats, copies = (100, 3, 4) if quick else (400, 5, 8)
+    most, repeats, copies = (100, 3, 4) if quick else (400, 5, 8)
+    # FLOPs per timed loop: a convolution's big shapes get fewer reps, the MLP's all of them.
+    budget = 1e9 if quick else 4e9
     rows = []
-    for name, (m, k, n), transposed, needed in matmul_shapes():
+    for name, (m, k, n), transposed, needed in shapes:
+        reps = max(copies, min(most, int(budget // (2 * m * k * n))))
         # Stored as in the step (x is (B, D) for x.T @ dh); distinct operands, cycled, so
         # nothing stays in cache that would not in training.
         a = rng.standard_normal((copies, k, m) if transposed == "lhs" else (copies, m, k))
         b = rng.standard_normal((copies, n, k) if transposed == "rhs" else (copies, k, n))
         a, b = a.astype(np.float32), b.astype(np.float32)
 
-        def numpy_loop(a=a, b=b, transposed=transposed):
+        def numpy_loop(a=a, b=b, transposed=transposed, reps=reps):
             for i in range(reps):
                 lhs, rhs = a[i % copies], b[i % copies]
                 np.dot(lhs.T if transposed == "lhs" else lhs, rhs.T if transposed == "rhs" else rhs)
@@ -147,7 +278,7 @@ def _time_matmuls(quick: bool) -> list[dict[str, Any]]:
         dims = ((0,) if transposed == "lhs" else (1,), (1,) if transposed == "rhs" else (0,))
 
         @jax.jit
-        def xla_loop(a, b, dims=dims):
+        def xla_loop(a, b, dims=dims, reps=reps):
             # In a scan, as in training: no per-call dispatch; the carry keeps every product live.
             def body(acc, i):
                 prod = jax.lax.dot_general(a[i % copies], b[i % copies], (dims, ((), ())))
@@ -209,7 +340,32 @@ def _funcbp_impl(name, net: Network, grad, seed, x, t, steps, *, models=1, share
     return _Impl(name, run, models=models, compile_s=compile_s)
 
 
-def _torch_impl(params, x, t, idx) -> _Impl | None:
+def _jax_impl(name, scores, params, x, t, idx) -> _Impl:
+    """``jax.grad`` of plain jnp and SGD in a jitted ``lax.scan`` over the schedule ``idx``.
+
+    What a JAX user writes, in the kind of loop ``funcbp train`` runs: the
+    training set on the device, each step gathering its rows.
+    """
+
+    def loss(p, xb, tb):
+        log_y = jax.nn.log_softmax(scores(p, xb))
+        return -jnp.mean(jnp.take_along_axis(log_y, tb[:, None], axis=1))
+
+    def train(p, idx):
+        def step(p, batch):
+            grads = jax.grad(loss)(p, x[batch], t[batch])
+            return jax.tree.map(lambda v, g: v - LR * g, p, grads), None
+
+        return lax.scan(step, p, idx)[0]
+
+    params, idx = jax.tree.map(jnp.asarray, params), jnp.asarray(idx)
+    t0 = time.perf_counter()
+    compiled = jax.jit(train).lower(params, idx).compile()
+    compile_s = time.perf_counter() - t0
+    return _Impl(name, lambda: jax.block_until_ready(compiled(params, idx)), compile_s=compile_s)
+
+
+def _torch_impl(scores, params, x, t, idx) -> _Impl | None:
     try:
         import torch
     except ImportError:
@@ -220,8 +376,7 @@ def _torch_impl(params, x, t, idx) -> _Impl | None:
     def run():
         p = {k: torch.tensor(v, requires_grad=True) for k, v in params.items()}
         for batch in idx_t:
-            h = torch.relu(xt[batch] @ p["W1"] + p["b1"])
-            loss = torch.nn.functional.cross_entropy(h @ p["W2"] + p["b2"], tt[batch])
+            loss = torch.nn.functional.cross_entropy(scores(torch, p, xt[batch]), tt[batch])
             loss.backward()
             with torch.no_grad():
                 for v in p.values():
@@ -362,10 +517,43 @@ def _results(impls: list[_Impl], finals: dict, steps: int, roofline_s: float, fl
     return results
 
 
+def _implementations(model: BenchModel, data, steps: int, seed: int, torch: bool, seeds: int):
+    """``(impls, notes)``: every row ``model`` has, compiled for ``steps`` steps."""
+    (x_np, t_np), (x, t) = data
+    net = model.net
+    keys = run_keys(seed)  # as funcbp train derives them
+    params_np = {k: np.asarray(v) for k, v in net.init(keys.init).items()}
+    draw = jax.jit(minibatch_indices, static_argnums=(2, 3, 4))
+    idx = np.asarray(draw(keys.data, 0, steps, BATCH_SIZE, x.shape[0]))
+
+    impls = [
+        _funcbp_impl("funcbp-manual", net, "manual", seed, x, t, steps),
+        _funcbp_impl("funcbp-autodiff", net, "autodiff", seed, x, t, steps),
+    ]
+    if model.lax_scores is not None:
+        impls.append(_jax_impl("jax-lax-conv", model.lax_scores, params_np, x, t, idx))
+    book = model.book
+    impls.append(_Impl("numpy-book", lambda: _numpy_book_train(book, params_np, x_np, t_np, idx)))
+    notes = []
+    torch_impl = _torch_impl(model.torch_scores, params_np, x_np, t_np, idx) if torch else None
+    if torch_impl is not None:
+        impls.append(torch_impl)
+    else:
+        why = "torch is not installed" if torch else "--no-torch"
+        notes.append(f"torch-eager skipped: {why}")
+    for shared in (False, True):
+        name = f"funcbp-seeds{seeds}" + ("-shared" if shared else "")
+        impls.append(
+            _funcbp_impl(name, net, "manual", seed, x, t, steps, models=seeds, shared=shared)
+        )
+    return impls, notes
+
+
 def run_bench(
-    steps: int = 10_000,
+    steps: int | None = None,
     rounds: int = 5,
     *,
+    model: str = "two-layer",
     seed: int = 0,
     quick_roofline: bool = False,
     torch: bool = True,
@@ -375,46 +563,35 @@ def run_bench(
     """Times every implementation; returns the report that ``--json`` writes.
 
     Args:
-        steps: SGD steps per run (every figure is scaled to 10,000).
+        steps: SGD steps per run (every figure is scaled to 10,000); None for
+            the model's default.
         rounds: interleaved rounds; figures are medians over them.
+        model: a key of :data:`MODELS`.
         seed: the init and minibatch seed, as ``funcbp train --seed``.
         quick_roofline: fewer repetitions for the matmul roofline.
         torch: include PyTorch eager when it is importable.
         seeds: K, the models trained at once by ``funcbp-seedsK`` (own batches) and
-            ``funcbp-seedsK-shared`` (one batch stream, fused first layer).
+            ``funcbp-seedsK-shared`` (one batch stream; the first layer fused when it
+            is an Affine, the models vmapped otherwise).
         log: progress lines.
     """
+    if model not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    bench_model = MODELS[model]
+    steps = bench_model.steps if steps is None else steps
     if steps <= 0:
         raise ValueError(f"steps must be > 0, got {steps}")
     if rounds <= 0:
         raise ValueError(f"rounds must be > 0, got {rounds}")
     if seeds <= 0:
         raise ValueError(f"seeds must be > 0, got {seeds}")
-    (x_np, t_np), _ = load_mnist("mnist-5k")
+    net = bench_model.net
+    (x_np, t_np), _ = load_for_model("mnist-5k", net.input_shape)
     x, t = jnp.asarray(x_np), jnp.asarray(t_np)  # on the device once, outside every timing
-    keys = run_keys(seed)  # as funcbp train derives them
-    params_np = {k: np.asarray(v) for k, v in two_layer.init(keys.init).items()}
-    draw = jax.jit(minibatch_indices, static_argnums=(2, 3, 4))
-    idx = np.asarray(draw(keys.data, 0, steps, BATCH_SIZE, x.shape[0]))
 
     log(f"compiling ({steps} steps per run) ...")
-    impls = [
-        _funcbp_impl("funcbp-manual", two_layer, "manual", seed, x, t, steps),
-        _funcbp_impl("funcbp-autodiff", two_layer, "autodiff", seed, x, t, steps),
-        _Impl("numpy-book", lambda: _numpy_book_train(params_np, x_np, t_np, idx)),
-    ]
-    notes = []
-    torch_impl = _torch_impl(params_np, x_np, t_np, idx) if torch else None
-    if torch_impl is not None:
-        impls.append(torch_impl)
-    else:
-        why = "torch is not installed" if torch else "--no-torch"
-        notes.append(f"torch-eager skipped: {why}")
-    for shared in (False, True):
-        name = f"funcbp-seeds{seeds}" + ("-shared" if shared else "")
-        impls.append(
-            _funcbp_impl(name, two_layer, "manual", seed, x, t, steps, models=seeds, shared=shared)
-        )
+    data = (x_np, t_np), (x, t)
+    impls, notes = _implementations(bench_model, data, steps, seed, torch, seeds)
 
     log("warm-up runs (and peak memory) ...")
     finals = {}
@@ -422,18 +599,19 @@ def run_bench(
         # The warm-up keeps first-call costs out of the timings; its memory growth is reported.
         finals[impl.name], impl.peak_mem_mb = _with_peak_mem(impl.run)
     log("matmul roofline ...")
-    matmuls = _time_matmuls(quick_roofline)
+    matmuls = _time_matmuls(matmul_shapes(net), quick_roofline)
     roofline_s = sum(m["best_us"] for m in matmuls if m["needed"]) * 1e-6 * PER
 
     background = _time_rounds(impls, rounds, log)
-    flops = flops_per_step()
+    flops = flops_per_step(net)
     results = _results(impls, finals, steps, roofline_s, flops)
     return {
+        "model": model,
         "device": device_info(),
         "steps": steps,
         "rounds": rounds,
         "batch_size": BATCH_SIZE,
-        "sizes": list(SIZES),
+        "sizes": _sizes(net),
         "flops_per_step": flops,
         "roofline_s_per_10k": roofline_s,
         "roofline_gflops": flops * PER / roofline_s / 1e9,
@@ -448,9 +626,9 @@ def run_bench(
 
 def format_table(report: dict[str, Any]) -> str:
     """The report as a fixed-width table, slowest first."""
-    dev = report["device"]
+    dev, title = report["device"], MODELS[report["model"]].title
     lines = [
-        f"funcbp bench: 784-50-10, batch {report['batch_size']}, SGD, {report['steps']} steps x "
+        f"funcbp bench: {title}, batch {report['batch_size']}, SGD, {report['steps']} steps x "
         f"{report['rounds']} rounds (median), float32",
         f"device: {dev['platform']} ({dev['device_kind']}); CPU: {dev['cpu']} x {dev['cpu_count']}"
         + (f"; XLA_FLAGS={dev['xla_flags']}" if dev["xla_flags"] else ""),
@@ -494,8 +672,10 @@ def plot_bench(report: dict[str, Any], path: str | os.PathLike) -> Path:
     roofline = PER / report["roofline_s_per_10k"]
     label = f"one model's matmul roofline {roofline:.0f}"
     ax.axvline(roofline, color="gray", linestyle="--", label=label)
-    ax.set(xlabel="model-steps per second (higher is better)",
-           title=f"784-50-10, batch {report['batch_size']}, {report['device']['cpu']}")  # fmt: skip
+    title = (
+        f"{MODELS[report['model']].title}, batch {report['batch_size']}, {report['device']['cpu']}"
+    )
+    ax.set(xlabel="model-steps per second (higher is better)", title=title)
     ax.set_xlim(0, max(*values, roofline) * 1.3)
     ax.legend(loc="lower right")
     fig.tight_layout()

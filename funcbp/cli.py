@@ -382,8 +382,9 @@ def _run_evaluate(args) -> int:
 
 
 _BENCH = (
-    "Train 784-50-10 with SGD on mnist-5k from one init and one minibatch schedule: funcbp "
-    "(manual rules and autodiff), the book's NumPy layer classes, PyTorch eager (when "
+    "Train one of the book's networks (784-50-10 or SimpleConvNet) with SGD on mnist-5k from "
+    "one init and one minibatch schedule: funcbp (manual rules and autodiff), plain JAX with "
+    "XLA's convolution (conv nets), the book's NumPy layer classes, PyTorch eager (when "
     "installed) and 8 seeds in one program; report seconds per 10,000 steps (median of "
     "interleaved rounds), speedups, GFLOP/s and the share of a matmul roofline measured in "
     "the same run."
@@ -391,11 +392,17 @@ _BENCH = (
 
 
 def _add_bench(sub) -> None:
+    from funcbp.bench import MODELS
+
     help_ = "time funcbp's training loop against the book's NumPy code, PyTorch and 8 models"
     p = sub.add_parser("bench", help=help_, description=_BENCH)
-    p.add_argument("--steps", type=int, help="SGD steps per run (default 10000; 300 with --quick)")
+    p.add_argument(
+        "--model", choices=list(MODELS), default="two-layer", help="the network (default two-layer)"
+    )
+    steps = ", ".join(f"{k} {m.steps} ({m.quick_steps} with --quick)" for k, m in MODELS.items())
+    p.add_argument("--steps", type=int, help=f"SGD steps per run (default: {steps})")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
-    p.add_argument("--quick", action="store_true", help="a short run, under a minute")
+    p.add_argument("--quick", action="store_true", help="a short run, about a minute")
     p.add_argument("--seed", type=int, default=0, help="init and minibatch seed (default 0)")
     p.add_argument(
         "--json", metavar="PATH", help="write the report as JSON to PATH, or - for stdout"
@@ -412,15 +419,17 @@ def _add_bench(sub) -> None:
 def _run_bench(args) -> int:
     from pathlib import Path
 
-    steps = (300 if args.quick else 10_000) if args.steps is None else args.steps
+    from funcbp.bench import MODELS, format_table, plot_bench, run_bench
+    from funcbp.io import check_writable
+
+    model = MODELS[args.model]
+    steps = (model.quick_steps if args.quick else model.steps) if args.steps is None else args.steps
     if steps <= 0:
         raise UsageError(f"--steps must be > 0, got {steps}")
     if args.rounds <= 0:
         raise UsageError(f"--rounds must be > 0, got {args.rounds}")
     if args.seeds <= 0:
         raise UsageError(f"--seeds must be > 0, got {args.seeds}")
-    from funcbp.bench import format_table, plot_bench, run_bench
-    from funcbp.io import check_writable
 
     # Every output place is checked before the minutes of timing, not after.
     for dest, what in ((args.out, "--out"), (args.plot, "--plot"), (args.json, "--json")):
@@ -432,6 +441,7 @@ def _run_bench(args) -> int:
     report = run_bench(
         steps,
         args.rounds,
+        model=args.model,
         seed=args.seed,
         quick_roofline=args.quick,
         torch=not args.no_torch,

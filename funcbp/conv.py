@@ -83,16 +83,16 @@ def _windows(
     ``(oh, ow)``: the book's ``col[:, :, i, j, :, :]``.
     """
     h, w = axes
-    strides = [stride if a in axes else 1 for a in range(x_pad.ndim)]
-    slices = []
-    for i in range(kh):
-        for j in range(kw):
-            start = [0] * x_pad.ndim
-            start[h], start[w] = i, j
-            limit = list(x_pad.shape)
-            limit[h], limit[w] = i + stride * (out[0] - 1) + 1, j + stride * (out[1] - 1) + 1
-            slices.append(lax.slice(x_pad, start, limit, strides))
-    return slices
+    return [
+        window
+        for row in _shifts(x_pad, h, kh, stride, out[0])
+        for window in _shifts(row, w, kw, stride, out[1])
+    ]
+
+
+def _shifts(x: Array, axis: int, k: int, stride: int, n: int) -> list[Array]:
+    """The k window offsets along one axis: slice i holds ``x[..., i + stride*o, ...]``, o < n."""
+    return [lax.slice_in_dim(x, i, i + stride * (n - 1) + 1, stride, axis) for i in range(k)]
 
 
 def _add_windows(
@@ -109,8 +109,11 @@ def _add_windows(
     padding spreads it out, negative edge padding crops the zero padding) and
     the pieces are summed, so overlapping windows add. XLA fuses this into one
     pass; on CPU a scatter-add and, far more, a transposed convolution are
-    slower (experiments/col2im_routes.py measures the three).
+    slower (experiments/col2im_routes.py measures the three). Windows that do
+    not overlap take :func:`_interleave` instead.
     """
+    if stride >= len(pieces) // kw and stride >= kw:
+        return _interleave(pieces, size, kw, stride, pad, axes)
     h, w = axes
     out = (pieces[0].shape[h], pieces[0].shape[w])
     placed = []
@@ -121,6 +124,41 @@ def _add_windows(
             config[axis] = (low, full - low - stride * (n - 1) - 1, stride - 1)
         placed.append(lax.pad(piece, jnp.zeros((), piece.dtype), config))
     return reduce(jnp.add, placed)
+
+
+def _interleave(
+    pieces: Sequence[Array],
+    size: tuple[int, int],
+    kw: int,
+    stride: int,
+    pad: int,
+    axes: tuple[int, int],
+) -> Array:
+    """:func:`_add_windows` when the windows do not overlap (stride >= the window).
+
+    Every element of the image then lies in at most one window, so nothing is
+    summed: the pieces are stacked, zero-filled up to the stride (the gaps
+    between windows), and each window offset ``(i, j)`` is moved next to its
+    output axis, so element ``(oh, i)`` lands at row ``oh * stride + i``; one
+    reshape, then the crop of the padding. The book's 2x2 pool with stride 2
+    goes this way. Summing ``lax.pad``'d pieces instead makes XLA test every
+    piece at every element, and in a training step it recomputes the pool's
+    ``arg_max`` for each of them.
+    """
+    h, w = axes
+    kh, shape = len(pieces) // kw, pieces[0].shape
+    tiles = jnp.stack(pieces).reshape(kh, kw, *shape)
+    tiles = jnp.pad(tiles, [(0, stride - kh), (0, stride - kw)] + [(0, 0)] * len(shape))
+    order = []
+    for axis in range(len(shape)):
+        order += [axis + 2, *([0] if axis == h else []), *([1] if axis == w else [])]
+    tiled = list(shape)
+    tiled[h], tiled[w] = shape[h] * stride, shape[w] * stride
+    image = tiles.transpose(order).reshape(tiled)
+    config = [(0, 0, 0)] * len(shape)
+    for axis, full in ((h, size[0]), (w, size[1])):
+        config[axis] = (-pad, full + pad - tiled[axis], 0)  # <= 0: crops
+    return lax.pad(image, jnp.zeros((), image.dtype), config)
 
 
 # --- im2col / col2im --------------------------------------------------------
@@ -147,7 +185,16 @@ def _im2col(x: Array, fh: int, fw: int, stride: int, pad: int) -> Array:
         _out_size("height", x.shape[1], fh, stride, pad, "the filter height"),
         _out_size("width", x.shape[2], fw, stride, pad, "the filter width"),
     )
-    return jnp.concatenate(_windows(_pad_spatial(x, pad, (1, 2)), fh, fw, stride, out, (1, 2)), -1)
+    x_pad = _pad_spatial(x, pad, (1, 2))
+    if x.shape[3] > 1:
+        return jnp.concatenate(_windows(x_pad, fh, fw, stride, out, (1, 2)), -1)
+    # One channel: each window position adds one float per row of col, and XLA's CPU
+    # backend neither fuses a concatenation of more than 8 pieces nor copies single
+    # floats fast. In two steps, the FW column offsets and then the FH row offsets, each
+    # concatenation has FW or FH pieces and fuses (25 pieces of the book's 5x5 filter
+    # cost about 10% of a SimpleConvNet step). Wider channels copy fast as they are.
+    rows = jnp.concatenate(_shifts(x_pad, 2, fw, stride, out[1]), -1)  # (N, H, OW, FW)
+    return jnp.concatenate(_shifts(rows, 1, fh, stride, out[0]), -1)
 
 
 def _col2im(col: Array, fh: int, fw: int, stride: int, pad: int) -> Array:

@@ -489,3 +489,58 @@ def test_evaluate_bad_arguments_are_one_line(argv, message, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     assert _exit_status(["evaluate", *argv]) == 2
     _one_line_error(capsys, message)
+
+
+# --- bench --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, steps",
+    [
+        ([], 10_000),
+        (["--quick"], 300),
+        (["--model", "simple-convnet"], 200),
+        (["--model", "simple-convnet", "--quick"], 20),
+        (["--model", "simple-convnet", "--steps", "7"], 7),
+    ],
+)
+def test_bench_model_flag_picks_the_model_and_its_default_steps(argv, steps, monkeypatch, capsys):
+    from funcbp import bench
+
+    asked = {}
+
+    def fake_run_bench(steps, rounds, *, model, **kwargs):
+        asked.update(steps=steps, model=model)
+        return {"model": model}
+
+    monkeypatch.setattr(bench, "run_bench", fake_run_bench)
+    monkeypatch.setattr(bench, "format_table", lambda report: f"table of {report['model']}")
+    assert main(["bench", *argv]) == 0
+    model = argv[argv.index("--model") + 1] if "--model" in argv else "two-layer"
+    assert asked == {"steps": steps, "model": model}
+    assert capsys.readouterr().out == f"table of {model}\n"
+
+
+def test_bench_unknown_model_is_argparses_one_line_and_writes_nothing(tmp_path, capsys):
+    assert _exit_status(["bench", "--model", "deep-convnet", "--out", str(tmp_path)]) == 2
+    err = _one_line_error(capsys, "argument --model: invalid choice: 'deep-convnet'")
+    assert "two-layer" in err and "simple-convnet" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_checks_every_output_place_before_timing(monkeypatch, tmp_path, capsys):
+    from funcbp import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("timed before checking"))
+    argv = [
+        "bench",
+        "--model",
+        "simple-convnet",
+        "--json",
+        "/sys/nope/r.json",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2
+    _one_line_error(capsys, "--json /sys/nope is not writable")
+    assert not list(tmp_path.iterdir())

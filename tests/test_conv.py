@@ -32,6 +32,11 @@ CONV_CASES = {
     # name: (x shape, W shape, stride, pad)
     "stride 2 pad 1 non-square": ((2, 3, 7, 8), (4, 3, 3, 2), 2, 1),
     "pad 2 > filter - 1": ((1, 2, 4, 3), (2, 2, 2, 3), 1, 2),
+    # Windows that do not overlap: col2im interleaves instead of summing.
+    "2x2 stride 2 pad 1, no overlap": ((1, 2, 4, 6), (3, 2, 2, 2), 2, 1),
+    "1x1 stride 2, gaps between windows": ((2, 3, 5, 7), (4, 3, 1, 1), 2, 0),
+    # One channel: im2col takes its column offsets first, then its row offsets.
+    "one channel, 3x5 stride 2 pad 1": ((2, 1, 7, 9), (3, 1, 3, 5), 2, 1),
 }
 
 
@@ -57,6 +62,7 @@ POOL_CASES = {
     # name: (x, pool_h, pool_w, stride)
     "2x2 stride 2": (_rng(1).standard_normal((2, 3, 4, 6)), 2, 2, 2),
     "3x3 stride 2, overlapping": (_rng(2).standard_normal((2, 2, 7, 5)), 3, 3, 2),
+    "2x2 stride 3, gaps between windows": (_rng(3).standard_normal((2, 2, 8, 5)), 2, 2, 3),
     # After a ReLU most windows tie at 0; np.argmax picks the first.
     "ties after relu": (np.maximum(_rng(4).standard_normal((2, 2, 6, 6)) - 0.8, 0), 2, 2, 2),
     "integer ties": (_rng(5).integers(0, 3, (2, 2, 4, 4)).astype(float), 2, 2, 1),
