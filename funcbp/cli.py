@@ -37,11 +37,7 @@ def _emit(obj: object, json_dest: str | None, text: str) -> None:
 # --- gradcheck --------------------------------------------------------------
 
 
-def _add_gradcheck(sub) -> None:
-    p = sub.add_parser(
-        "gradcheck",
-        help="check every hand-written backward rule against autodiff and finite differences",
-    )
+def _add_gradcheck(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float64", "float32"], default="float64")
     p.add_argument(
         "--json", metavar="PATH", help="write the report as JSON to PATH, or - for stdout"
@@ -179,18 +175,11 @@ _RUN_FLAGS = {
 }
 
 
-def _add_train(sub) -> None:
+def _add_train(p: argparse.ArgumentParser) -> None:
     from funcbp.config import MESH_AXES, OPTIMIZERS, RECIPES, TRAIN_GRADIENTS
     from funcbp.zoo import ACTIVATIONS
 
-    p = sub.add_parser(
-        "train",
-        help="train one of the book's networks (default: 784-50-10, SGD lr 0.1, 10,000 iters)",
-        description="Train on MNIST in a jitted lax.scan loop and write a run folder "
-        "(metrics.json, curve.png, params.npz, checkpoint). Unset options take the model's "
-        "recipe, the book's own training script for it.",
-        argument_default=argparse.SUPPRESS,  # what was not given stays out of args
-    )
+    p.argument_default = argparse.SUPPRESS  # what was not given stays out of args
     run = p.add_argument_group("the run (fixed once it starts; --resume refuses changes)")
     run.add_argument("--model", choices=list(RECIPES), help="default two-layer")
     run.add_argument(
@@ -326,18 +315,9 @@ def _run_train(args) -> int:
     return 0
 
 
-_EVALUATE = (
-    "Report train and test accuracy (eval mode) of a run folder, or of a params file in the "
-    "book's names and shapes: .npz, or .pkl like the book's params.pkl, read without running "
-    "any code."
-)
-
-
-def _add_evaluate(sub) -> None:
+def _add_evaluate(p: argparse.ArgumentParser) -> None:
     from funcbp.config import RECIPES
 
-    help_ = "train and test accuracy of a saved run, or of a params file such as the book's"
-    p = sub.add_parser("evaluate", help=help_, description=_EVALUATE)
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a funcbp train run folder")
     p.add_argument("--params", metavar="FILE", help="a .npz or .pkl of params, instead of a run")
     p.add_argument("--model", choices=list(RECIPES), help="the model of --params")
@@ -381,21 +361,9 @@ def _run_evaluate(args) -> int:
 # --- bench ------------------------------------------------------------------
 
 
-_BENCH = (
-    "Train one of the book's networks (784-50-10 or SimpleConvNet) with SGD on mnist-5k from "
-    "one init and one minibatch schedule: funcbp (manual rules and autodiff), plain JAX with "
-    "XLA's convolution (conv nets), the book's NumPy layer classes, PyTorch eager (when "
-    "installed) and 8 seeds in one program; report seconds per 10,000 steps (median of "
-    "interleaved rounds), speedups, GFLOP/s and the share of a matmul roofline measured in "
-    "the same run."
-)
-
-
-def _add_bench(sub) -> None:
+def _add_bench(p: argparse.ArgumentParser) -> None:
     from funcbp.bench import MODELS
 
-    help_ = "time funcbp's training loop against the book's NumPy code, PyTorch and 8 models"
-    p = sub.add_parser("bench", help=help_, description=_BENCH)
     p.add_argument(
         "--model", choices=list(MODELS), default="two-layer", help="the network (default two-layer)"
     )
@@ -462,11 +430,7 @@ def _run_bench(args) -> int:
 # --- graph ------------------------------------------------------------------
 
 
-def _add_graph(sub) -> None:
-    p = sub.add_parser(
-        "graph",
-        help="draw one of the book's computational graphs with its values and gradients",
-    )
+def _add_graph(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "example",
         metavar="EXAMPLE",
@@ -513,6 +477,45 @@ def _run_graph(args) -> int:
 # --- entry point ------------------------------------------------------------
 
 
+# name -> (one-line help, description or None, the function that adds its arguments)
+_COMMANDS = {
+    "gradcheck": (
+        "check every hand-written backward rule against autodiff and finite differences",
+        None,
+        _add_gradcheck,
+    ),
+    "train": (
+        "train one of the book's networks (default: 784-50-10, SGD lr 0.1, 10,000 iters)",
+        "Train on MNIST in a jitted lax.scan loop and write a run folder (metrics.json, "
+        "curve.png, params.npz, checkpoint). Unset options take the model's recipe, the "
+        "book's own training script for it.",
+        _add_train,
+    ),
+    "evaluate": (
+        "train and test accuracy of a saved run, or of a params file such as the book's",
+        "Report train and test accuracy (eval mode) of a run folder, or of a params file in "
+        "the book's names and shapes: .npz, or .pkl like the book's params.pkl, read without "
+        "running any code.",
+        _add_evaluate,
+    ),
+    "bench": (
+        "time funcbp's training loop against the book's NumPy code, PyTorch and 8 models",
+        "Train one of the book's networks (784-50-10 or SimpleConvNet) with SGD on mnist-5k "
+        "from one init and one minibatch schedule: funcbp (manual rules and autodiff), plain "
+        "JAX with XLA's convolution (conv nets), the book's NumPy layer classes, PyTorch eager "
+        "(when installed) and 8 seeds in one program; report seconds per 10,000 steps (median "
+        "of interleaved rounds), speedups, GFLOP/s and the share of a matmul roofline measured "
+        "in the same run.",
+        _add_bench,
+    ),
+    "graph": (
+        "draw one of the book's computational graphs with its values and gradients",
+        None,
+        _add_graph,
+    ),
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line, not a usage block."""
 
@@ -523,14 +526,11 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="funcbp",
-        description="Backpropagation from Deep Learning from Scratch, ch. 5, in JAX.",
+        description="Backpropagation from Deep Learning from Scratch, in JAX.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_gradcheck(sub)
-    _add_train(sub)
-    _add_evaluate(sub)
-    _add_bench(sub)
-    _add_graph(sub)
+    for name, (help_, description, add_arguments) in _COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_, description=description or help_))
     return parser
 
 

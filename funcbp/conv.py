@@ -95,14 +95,7 @@ def _shifts(x: Array, axis: int, k: int, stride: int, n: int) -> list[Array]:
     return [lax.slice_in_dim(x, i, i + stride * (n - 1) + 1, stride, axis) for i in range(k)]
 
 
-def _add_windows(
-    pieces: Sequence[Array],
-    size: tuple[int, int],
-    kw: int,
-    stride: int,
-    pad: int,
-    axes: tuple[int, int],
-) -> Array:
+def _add_windows(pieces: Sequence[Array], size, kw: int, stride: int, pad: int, axes) -> Array:
     """The transpose of :func:`_windows` followed by the crop of the padding.
 
     Each piece goes back to its strided offsets by ``lax.pad`` (interior
@@ -126,14 +119,7 @@ def _add_windows(
     return reduce(jnp.add, placed)
 
 
-def _interleave(
-    pieces: Sequence[Array],
-    size: tuple[int, int],
-    kw: int,
-    stride: int,
-    pad: int,
-    axes: tuple[int, int],
-) -> Array:
+def _interleave(pieces: Sequence[Array], size, kw: int, stride: int, pad: int, axes) -> Array:
     """:func:`_add_windows` when the windows do not overlap (stride >= the window).
 
     Every element of the image then lies in at most one window, so nothing is
