@@ -6,6 +6,7 @@ import pytest
 from funcbp.checks import CHECKS, run_checks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_every_row_passes(dtype):
     results = run_checks(dtype)

@@ -185,6 +185,7 @@ OUT_ERRORS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", OUT_CASES)
 def test_out_is_refused_before_anything_runs(case, finished, tmp_path, capsys):
     out = OUT_CASES[case](tmp_path, finished)
@@ -196,6 +197,7 @@ def test_out_is_refused_before_anything_runs(case, finished, tmp_path, capsys):
     assert _snapshot(finished) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_a_run(finished, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -207,6 +209,7 @@ def test_overwrite_replaces_a_run(finished, tmp_path, capsys):
 # --- train: resume ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_continues_refuses_fewer_iterations_and_never_duplicates_history(tmp_path, capsys):
     run = tmp_path / "rr"
     assert (
@@ -229,6 +232,7 @@ def test_resume_continues_refuses_fewer_iterations_and_never_duplicates_history(
         np.testing.assert_array_equal(a[k], b[k])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -247,6 +251,7 @@ def test_resume_refuses_what_would_change_the_run(argv, message, finished, capsy
     assert _snapshot(finished) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("hurt", "message"),
     [
@@ -306,6 +311,7 @@ def test_every_train_flag_takes_both_forms():
 # --- evaluate ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_evaluate_a_run_and_a_k_model_run(finished, tmp_path, capsys):
     assert main(["evaluate", str(finished), "--json", "-"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
@@ -328,6 +334,7 @@ def test_evaluate_missing_run_is_one_line(tmp_path, capsys):
 # --- the main job's output ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_main_jobs_output_is_a_few_lines(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--iters", "400", "--eval-every", "8", "--out", str(out)]) == 0
@@ -420,6 +427,7 @@ def simple_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_a_conv_net_trains_with_its_recipe_and_resumes(simple_run, capsys):
     metrics = json.loads((simple_run / "metrics.json").read_text())
     config = metrics["config"]
@@ -441,6 +449,7 @@ def test_conv_nets_refuse_the_mlp_options(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_evaluate_reads_the_books_pickle_format(simple_run, tmp_path, capsys):
     from tests.test_io import _numpy1_pickle
 

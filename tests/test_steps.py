@@ -18,6 +18,9 @@ from funcbp.steps import (
 )
 from funcbp.zoo import network, simple_convnet_net, two_layer_net
 
+pytestmark = pytest.mark.slow  # compiled chunks of training steps
+
+
 SMALL = two_layer_net(8, 4, 3)
 
 

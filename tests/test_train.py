@@ -13,6 +13,9 @@ from funcbp import runs
 from funcbp.config import TrainConfig
 from funcbp.train import Diverged, Interrupted, fit, resume
 
+pytestmark = pytest.mark.slow  # whole training runs
+
+
 QUICK = dict(iters=120, eval_every=40)
 
 

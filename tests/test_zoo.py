@@ -18,6 +18,8 @@ from funcbp.zoo import (
     simple_convnet_net,
 )
 
+pytestmark = pytest.mark.slow  # whole networks, compiled per gradient method
+
 
 def _numpy(tree):
     return {k: np.asarray(v, np.float64) for k, v in tree.items()}
