@@ -10,21 +10,9 @@ import pytest
 
 import funcbp
 from funcbp import book_numpy, conv, reference
-
-
-def _rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def _vjp(fn, args, dout):
-    """fn(*args) and its pullback of dout, in one compiled program (eager dispatch is slower)."""
-
-    def both(args, dout):
-        out, pullback = jax.vjp(fn, *args)
-        return out, pullback(dout)
-
-    return jax.jit(both)(args, jnp.asarray(dout))
-
+from tests.cases import bad_input_test
+from tests.cases import rng as _rng
+from tests.cases import vjp as _vjp
 
 # --- against the book ---------------------------------------------------------
 
@@ -148,13 +136,13 @@ def test_transpose_backward_is_the_inverse_permutation():
 
 def test_pooling_tie_goes_to_the_first_maximum_in_row_major_order():
     x = jnp.array([[[[0.0, 2.0], [2.0, 2.0]]]])
-    (dx,) = _vjp(conv.pooling, (x,), [[[[5.0]]]])[1]
+    (dx,) = _vjp(conv.pooling, (x,), np.array([[[[5.0]]]]))[1]
     chex.assert_trees_all_equal(dx, jnp.array([[[[0.0, 5.0], [0.0, 0.0]]]]))
 
 
 def test_all_zero_window_after_relu_sends_dout_to_its_top_left_then_relu_drops_it():
     x = -jnp.ones((1, 1, 2, 2))
-    (d_pool_in,) = _vjp(conv.pooling, (funcbp.relu(x),), [[[[5.0]]]])[1]
+    (d_pool_in,) = _vjp(conv.pooling, (funcbp.relu(x),), np.array([[[[5.0]]]]))[1]
     chex.assert_trees_all_equal(d_pool_in, jnp.array([[[[5.0, 0.0], [0.0, 0.0]]]]))
     g = jax.jit(jax.grad(lambda x: jnp.sum(conv.pooling(funcbp.relu(x)))))(x)
     chex.assert_trees_all_equal(g, jnp.zeros_like(x))
@@ -387,12 +375,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "call", "error", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
-)
-def test_bad_input_raises_naming_the_argument(case, call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+test_bad_input_raises_naming_the_argument = bad_input_test(BAD_INPUTS)
 
 
 def test_bad_input_raises_under_jit_and_grad_too():

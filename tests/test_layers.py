@@ -15,6 +15,7 @@ from jax.test_util import check_grads
 import funcbp
 from funcbp import conv, layers, norm, reference
 from funcbp.checks import LAYER_CHECKS
+from tests.cases import bad_input_test
 
 ROWS = {c.name: c for c in LAYER_CHECKS}
 LAYER_NAMES = {*layers.__all__, *conv.__all__, *norm.__all__}
@@ -583,12 +584,7 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "call", "error", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
-)
-def test_bad_input_raises_naming_the_argument(case, call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+test_bad_input_raises_naming_the_argument = bad_input_test(BAD_INPUTS)
 
 
 def test_bad_input_raises_under_jit_and_grad_too():

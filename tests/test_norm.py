@@ -9,20 +9,9 @@ import numpy as np
 import pytest
 
 from funcbp import book_numpy, norm, reference
-
-
-def _rng(seed=0):
-    return np.random.default_rng(seed)
-
-
-def _vjp(fn, args, dout):
-    """fn(*args) and its pullback of dout, in one compiled program (eager dispatch is slower)."""
-
-    def both(args, dout):
-        out, pullback = jax.vjp(fn, *args)
-        return out, pullback(dout)
-
-    return jax.jit(both)(args, dout)
+from tests.cases import bad_input_test
+from tests.cases import rng as _rng
+from tests.cases import vjp as _vjp
 
 
 def _bn_args(x_shape, d, seed=0):
@@ -394,9 +383,4 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("case", "call", "error", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
-)
-def test_bad_input_raises_naming_the_argument(case, call, error, message):
-    with pytest.raises(error, match=message):
-        call()
+test_bad_input_raises_naming_the_argument = bad_input_test(BAD_INPUTS)
