@@ -26,7 +26,13 @@ from funcbp.layers import (
 )
 from funcbp.net import Network
 from funcbp.norm import batch_norm, dropout, weight_decay
-from funcbp.zoo import network, two_layer, two_layer_net
+from funcbp.zoo import (
+    deep_convnet,
+    network,
+    simple_convnet,
+    two_layer,
+    two_layer_net,
+)
 
 __version__ = "0.1.0"
 
@@ -38,6 +44,7 @@ __all__ = [
     "compare_gradients",
     "convolution",
     "cross_entropy_error",
+    "deep_convnet",
     "dropout",
     "mul",
     "network",
@@ -46,6 +53,7 @@ __all__ = [
     "reference",
     "relu",
     "sigmoid",
+    "simple_convnet",
     "softmax",
     "softmax_with_loss",
     "transpose",

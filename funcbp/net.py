@@ -362,6 +362,16 @@ class Network:
         The layers themselves refuse mixed dtypes; a network computes in its params' dtype.
         """
         x = jnp.asarray(x)
+        # An MLP flattens any (N, ...) of the right size, as the book's Affine does;
+        # the conv nets take images of exactly their input shape.
+        fits = (
+            math.prod(x.shape[1:]) == math.prod(self.input_shape)
+            if len(self.input_shape) == 1
+            else x.shape[1:] == self.input_shape
+        )
+        if x.ndim < 2 or not fits:
+            shape = ", ".join(map(str, self.input_shape))
+            raise ValueError(f"x must have shape (N, {shape}) for {self.name}, got {x.shape}")
         first = params.get(self.param_specs[0].name) if isinstance(params, dict) else None
         if first is not None and jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(jnp.asarray(first).dtype)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import funcbp
 from funcbp import book_numpy
 from funcbp.net import GRADIENT_METHODS
 from funcbp.zoo import (
@@ -53,6 +54,7 @@ def _off_the_kinks(net, seed):
 
 
 def test_the_books_names_and_shapes():
+    assert funcbp.simple_convnet is simple_convnet and funcbp.deep_convnet is deep_convnet
     simple = {s.name: s.shape for s in simple_convnet.param_specs}
     assert simple == {
         "W1": (30, 1, 5, 5),
@@ -275,5 +277,7 @@ def test_book_shaped_params_go_straight_in_and_others_are_named():
     }
     simple_convnet.check_params(book)
     assert simple_convnet.predict(book, np.zeros((1, 1, 28, 28), np.float32)).shape == (1, 10)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\) for simple-convnet"):
+        simple_convnet.predict(book, np.zeros((1, 784), np.float32))
     with pytest.raises(ValueError, match=r"params\['W2'\] must have shape \(4320, 100\)"):
         simple_convnet.check_params({**book, "W2": book["W2"][:100]})
