@@ -133,6 +133,17 @@ def test_funcbp_two_layer_example():
     assert sorted(argnames) == ["W1", "W2", "b1", "b2", "t", "x"]
 
 
+@pytest.mark.slow
+def test_funcbp_graph_simple_convnet_draws_the_books_layers(tmp_path, capsys):
+    f, args, argnames = EXAMPLES["simple-convnet"]()
+    graph = trace(f, *args, argnames=argnames)
+    path = ["x", "Conv1", "Relu1", "Pool1", "Affine1", "Relu2", "Affine2", "SoftmaxWithLoss"]
+    assert edge_path(graph, "x") == [*path, "loss"]
+    assert [n.name for n in graph.nodes if n.kind == "op"] == []  # the book's layers only
+    assert main(["graph", "simple-convnet", "--out", str(tmp_path / "sc.dot")]) == 0
+    assert '"Conv1" -> "Relu1"' in (tmp_path / "sc.dot").read_text()
+
+
 def test_small_convnet_has_one_node_per_layer_call_with_static_args_and_tuple_outputs():
     f, args, argnames = EXAMPLES["small-convnet"]()
     graph = trace(f, *args, argnames=argnames)
