@@ -231,7 +231,9 @@ class Network:
         """
         state = self._state(state)
         keys = self._keys(train, key)
-        h, new_state = self._input(params, x), dict(state)
+        # From a later layer (a fused first layer), x is that layer's input, not an image.
+        h = self._input(params, x) if start == 0 else jnp.asarray(x)
+        new_state = dict(state)
         for i, layer in enumerate(self.layers[start:], start):
             with jax.named_scope(layer.name):
                 h, updated = layer(h, params, state, keys.get(i), train=train, twin=twins)
