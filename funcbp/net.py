@@ -200,6 +200,12 @@ class Network:
         """The layer state before training: zero running statistics, as the book starts them."""
         return {s.name: jnp.zeros(s.shape, dtype) for s in self.state_specs}
 
+    def split(self, arrays: dict[str, Any]) -> tuple[Params, State]:
+        """``(params, state)`` of one flat dict, as ``params.npz`` or the book's files hold them."""
+        names = {s.name for s in self.state_specs}
+        params = {k: v for k, v in arrays.items() if k not in names}
+        return params, {k: v for k, v in arrays.items() if k in names}
+
     def check_params(self, params: Params, state: State | None = None) -> None:
         """Raises ValueError unless ``params`` (and ``state``) have this network's names and shapes.
 

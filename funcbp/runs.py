@@ -302,9 +302,7 @@ def load_run(run_dir: str | os.PathLike) -> tuple[TrainConfig, dict, dict]:
         raise RunError(f"{metrics_path} is damaged: {e}") from None
     arrays = load_params(params_path)
     net = config.network
-    state_names = {s.name for s in net.state_specs}
-    params = {k: v for k, v in arrays.items() if k not in state_names}
-    layer_state = {k: v for k, v in arrays.items() if k in state_names}
+    params, layer_state = net.split(arrays)
     models = config.seeds
     for j in range(models):
         pick = (lambda a, j=j: a[j]) if models > 1 else (lambda a: a)
@@ -359,9 +357,6 @@ def evaluate_params(model: str, path: str | os.PathLike, data: str = "mnist-5k")
         net = zoo.network_for(model, arrays)
     except ValueError as e:
         raise RunError(f"{path} does not fit {model}: {e}") from None
-    state_names = {s.name for s in net.state_specs}
     # The book's float64 weights run as float32, as funcbp trains.
-    arrays = {k: np.asarray(v, np.float32) for k, v in arrays.items()}
-    params = {k: v for k, v in arrays.items() if k not in state_names}
-    layer_state = {k: v for k, v in arrays.items() if k in state_names}
+    params, layer_state = net.split({k: np.asarray(v, np.float32) for k, v in arrays.items()})
     return evaluate(net, params, layer_state, data)

@@ -96,8 +96,7 @@ def init_train_state(
 
     if models == 1:
         return one(keys.init)
-    states = [one(keys.init[j]) for j in range(models)]
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    return _stack([one(keys.init[j]) for j in range(models)])
 
 
 def minibatch_indices(

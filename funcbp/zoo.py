@@ -370,9 +370,6 @@ def network_for(model: str, params: Mapping[str, Any]) -> Network:
     else:
         names = ", ".join(("two-layer", "multi-layer", "simple-convnet", "deep-convnet"))
         raise ValueError(f"model must be one of {names}, got {model!r}")
-    state_names = {s.name for s in net.state_specs}
-    net.check_params(
-        {k: v for k, v in params.items() if k not in state_names},
-        {k: v for k, v in params.items() if k in state_names} if state_names else None,
-    )
+    weights, state = net.split(dict(params))
+    net.check_params(weights, state if net.state_specs else None)
     return net
