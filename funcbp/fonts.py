@@ -71,8 +71,8 @@ def font_files() -> list[Path]:
 def _metrics(path: Path) -> tuple[dict[int, str], dict[str, tuple[int, int]], int]:
     from fontTools.ttLib import TTFont
 
-    font = TTFont(path, lazy=True)
-    return font.getBestCmap(), dict(font["hmtx"].metrics), font["head"].unitsPerEm
+    with TTFont(path) as font:
+        return font.getBestCmap(), dict(font["hmtx"].metrics), font["head"].unitsPerEm
 
 
 def missing_glyphs(text: str) -> set[str]:
