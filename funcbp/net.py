@@ -156,6 +156,19 @@ class Network:
                 f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
             )
 
+    def __repr__(self) -> str:
+        """The book's OrderedDict: the layers in order, each with its params' names and shapes."""
+        shapes = {s.name: s.shape for s in (*self.param_specs, *self.state_specs)}
+        rows = [
+            (layer.name, ", ".join(f"{p} {shapes[p]}" for p in (*layer.params, *layer.state)))
+            for layer in (*self.layers, self.last_layer)
+        ]
+        width = max(len(name) for name, _ in rows)
+        body = "\n".join(f"  {name:<{width}}  {params}".rstrip() for name, params in rows)
+        return (
+            f"Network({self.name!r}, input (N, {', '.join(map(str, self.input_shape))})):\n{body}"
+        )
+
     @property
     def last_layer(self) -> Layer:
         return SOFTMAX_WITH_LOSS
