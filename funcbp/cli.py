@@ -1,4 +1,4 @@
-"""The ``funcbp`` command: gradcheck, train, evaluate, bench, graph.
+"""The ``funcbp`` command: gradcheck, train, evaluate, bench, graph, chapter.
 
 ``main(argv)`` returns the exit status, so tests call it directly. Bad input
 gives one line on stderr and a non-zero status, never a traceback.
@@ -427,21 +427,44 @@ def _run_bench(args) -> int:
     return 0
 
 
-# --- graph ------------------------------------------------------------------
+# --- graph and chapter ---------------------------------------------------------
+
+
+def _max_elements(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_figure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lang", choices=["en", "ko"], default="en", help="labels' language")
+    p.add_argument(
+        "--max-elements",
+        type=_max_elements,
+        metavar="N",
+        help="arrays of up to N elements are drawn as their values, larger ones as shape, "
+        "mean and std (default 12)",
+    )
 
 
 def _add_graph(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "example",
-        metavar="EXAMPLE",
-        help="apple, apple-orange, two-layer, simple-convnet or small-convnet",
+        metavar="NAME",
+        help="one of the chapter's figures (funcbp chapter 5 lists them: apple, sigmoid, relu, "
+        "softmax-with-loss, ...) or simple-convnet, small-convnet",
     )
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="FILE.svg, .png, .dot or .gv (default: EXAMPLE.svg); .svg and .png need "
+        help="FILE.svg, .png, .dot or .gv (default: NAME.svg); .svg and .png need "
         "Graphviz's dot or graphviz-pure, without which the .dot is written instead",
     )
+    _add_figure_options(p)
     p.set_defaults(run=_run_graph)
 
 
@@ -452,25 +475,52 @@ def _run_graph(args) -> int:
 
     # float64, so the picture shows the book's 220 and 2.2.
     jax.config.update("jax_enable_x64", True)
-    from funcbp.graph import EXAMPLES, FORMATS, trace
+    from funcbp.chapter5 import DRAWABLE
+    from funcbp.graph import FORMATS
 
-    if args.example not in EXAMPLES:
-        raise UsageError(f"unknown example {args.example!r}; choose from {', '.join(EXAMPLES)}")
+    if args.example not in DRAWABLE:
+        raise UsageError(f"unknown example {args.example!r}; choose from {', '.join(DRAWABLE)}")
     out = Path(args.out or f"{args.example}.svg")
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
     try:
-        f, fargs, argnames = EXAMPLES[args.example]()
+        # Without Graphviz this writes the .dot and says on stderr how to render it.
+        (written,) = DRAWABLE[args.example].write(out, args.lang, args.max_elements)
     except ImportError as e:
         print(f"funcbp graph: {args.example} needs a missing module: {e}", file=sys.stderr)
         return 1
-    try:
-        # Without Graphviz this writes the .dot and says on stderr how to render it.
-        written = trace(f, *fargs, argnames=argnames).render(out)
     except RuntimeError as e:
         print(f"funcbp graph: {e}", file=sys.stderr)
         return 1
     print(f"wrote {written}")
+    return 0
+
+
+def _add_chapter(p: argparse.ArgumentParser) -> None:
+    p.add_argument("chapter", type=int, choices=[5], metavar="CHAPTER", help="5")
+    p.add_argument(
+        "--out", metavar="DIR", help="folder to write into (default: chapter5, or chapter5-ko)"
+    )
+    _add_figure_options(p)
+    p.set_defaults(run=_run_chapter)
+
+
+def _run_chapter(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from funcbp.chapter5 import write_chapter
+
+    out = args.out or ("chapter5" if args.lang == "en" else "chapter5-ko")
+    try:
+        written = write_chapter(out, args.lang, args.max_elements)
+    except RuntimeError as e:
+        print(f"funcbp chapter: {e}", file=sys.stderr)
+        return 1
+    figures = sum(1 for p in written if p.suffix == ".svg")
+    print(
+        f"wrote {written[-1]} and {figures} figures, each as .svg and .png, in {written[-1].parent}"
+    )
     return 0
 
 
@@ -512,6 +562,13 @@ _COMMANDS = {
         "draw one of the book's computational graphs with its values and gradients",
         None,
         _add_graph,
+    ),
+    "chapter": (
+        "write every figure of chapter 5 (SVG and PNG) with an index page, in English or Korean",
+        "Write the chapter's figures, each traced from running code, in the chapter's order, "
+        "with index.md: one sentence per figure naming its section and the book's figure "
+        "number, and the layers' fwd and bwd calls of sections 5.4 and 5.7.",
+        _add_chapter,
     ),
 }
 
