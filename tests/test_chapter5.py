@@ -2,6 +2,7 @@
 
 import html
 import re
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -289,3 +290,14 @@ def test_write_chapter_refuses_a_bad_language_before_writing(tmp_path):
     with pytest.raises(ValueError, match="lang must be one of en, ko, got 'fr'"):
         write_chapter(tmp_path / "x", "fr")
     assert not (tmp_path / "x").exists()
+
+
+def test_the_guides_link_to_each_other_and_quote_the_figures_numbers(dots):
+    docs = Path(__file__).parent.parent / "docs"
+    english, korean = (docs / "chapter5.md").read_text(), (docs / "ko" / "chapter5.md").read_text()
+    assert "(ko/chapter5.md)" in english and "(../chapter5.md)" in korean
+    numbers = {v for value, grad in edges(dots["sigmoid"]).values() for v in (value, grad) if v}
+    for guide in (english, korean):
+        for number in ("0.367879", "1.36788", "0.731059", "0.196612", "-0.534447"):
+            assert number in numbers and number.replace("-", "−") in guide, number
+        assert "0.983056" in guide and "0.983056" in dots["softmax-with-loss"]
