@@ -40,7 +40,4 @@ def dot_nodes(dot: str) -> dict[str, tuple[str, str | None]]:
         else:
             texts = _fonts(label)
             nodes[name] = (texts[0], texts[1] if len(texts) > 1 else None)
-        xlabel = re.search(r"xlabel=(<.*>)$", rest)
-        if xlabel:
-            nodes[name] = (nodes[name][0], _fonts(xlabel[1])[0])
     return nodes

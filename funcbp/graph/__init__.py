@@ -5,7 +5,7 @@ call; every edge carries its forward value and its gradient from the layers'
 hand-written rules. :meth:`Graph.to_dot` and :meth:`Graph.render` draw it left
 to right: forward values above the arrows, gradients below them in red.
 
-- :mod:`funcbp.graph.trace`: jaxpr -> :class:`Graph`.
+- :mod:`funcbp.graph.tracing`: jaxpr -> :class:`Graph`.
 - :mod:`funcbp.graph.model`: :class:`Node`, :class:`Edge`, :class:`Graph`.
 - :mod:`funcbp.graph.render`: DOT, SVG and PNG.
 - :mod:`funcbp.graph.gallery`: the book's networks, ready to trace.
@@ -16,7 +16,7 @@ to right: forward values above the arrows, gradients below them in red.
 from funcbp.graph.gallery import EXAMPLES, small_convnet_loss
 from funcbp.graph.model import Edge, Graph, Node
 from funcbp.graph.render import FORMATS, format_value
-from funcbp.graph.trace import draw, trace
+from funcbp.graph.tracing import draw, trace
 
 __all__ = [
     "EXAMPLES",

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcbp.graph.trace import leaf_names
+from funcbp.graph.tracing import leaf_names
 
 __all__ = ["EXAMPLES", "small_convnet_loss"]
 

@@ -126,7 +126,7 @@ def _digraph(graph: Graph, group: int) -> str:
     title = graph.titles[group - 1] if 0 < group <= len(graph.titles) else ""
     lines = [
         "digraph funcbp {",
-        "  rankdir=LR; ordering=in; forcelabels=true;",
+        "  rankdir=LR; ordering=in;",
         "  nodesep=0.3; ranksep=1.0;",
         f'  graph [fontname="{_FONT}", fontsize={_SIZE}];',
         f'  node [fontname="{_FONT}", fontsize={_SIZE}];',
@@ -204,11 +204,8 @@ def _node_style(n: Node) -> str:
             f"{label}, shape=ellipse, style=dashed, color=gray40, fontcolor=gray30, "
             'fontsize=11, margin="0.04,0.02", height=0.3'
         )
-    if len(n.label) == 1:  # the book draws its times and plus nodes as circles
-        note = f", xlabel={_html([(n.note, _NOTE_SIZE, _NOTE)])}" if n.note else ""
-        return (
-            f"label={_quote(n.label)}, shape=circle, fixedsize=true, width=0.5, fontsize=20{note}"
-        )
+    if len(n.label) == 1 and not n.note:  # the book draws its times and plus nodes as circles
+        return f"{label}, shape=circle, fixedsize=true, width=0.5, fontsize=20"
     return f"{label}, shape=box, style=rounded"
 
 

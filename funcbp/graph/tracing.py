@@ -162,7 +162,8 @@ def _values_and_grads(steps, inputs, out_atom, cotangent):
 
     avals = {u: steps[u[0]].eqn.invars[u[1]].aval for u in uses}
     zeros = {u: jnp.zeros(avals[u].shape, avals[u].dtype) for u in uses}
-    _, pullback, env = jax.vjp(evaluate, zeros, has_aux=True)
+    # One compiled program for the pass and one for its pullback, not one per primitive.
+    _, pullback, env = jax.vjp(jax.jit(evaluate), zeros, has_aux=True)
     (grads,) = pullback(cotangent)
     flows = _flows(jax.make_jaxpr(pullback)(cotangent).jaxpr)
     keys = [path[0].key for path, _ in jax.tree_util.tree_flatten_with_path(grads)[0]]
