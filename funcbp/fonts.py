@@ -1,13 +1,14 @@
 """The fonts funcbp draws text with, so that Korean labels are glyphs, not empty boxes.
 
-Hangul comes from NanumGothic (SIL Open Font License 1.1), which the
-``koreanize-matplotlib`` package ships; everything else it lacks (the minus
-sign, superscripts) from DejaVu Sans, which matplotlib ships. The package is
-found on disk and not imported: importing it changes matplotlib's global
-settings and imports ``distutils``.
+Latin text, numbers and symbols are DejaVu Sans, which matplotlib ships and
+whose widths Graphviz knows exactly. Hangul is NanumGothic (SIL Open Font
+License 1.1, (c) NHN Corporation), which the ``koreanize-matplotlib`` package
+ships. That package is found on disk and never imported: importing it changes
+matplotlib's global settings and imports ``distutils``.
 
-:func:`font_files` feeds the PNG renderer of :mod:`funcbp.graph`;
-:func:`use_matplotlib_fonts` makes matplotlib's plots use the same fonts.
+:func:`font_files` feeds the PNG renderer of :mod:`funcbp.graph`,
+:func:`text_width` the layout of Korean labels (Graphviz cannot measure them),
+and :func:`use_matplotlib_fonts` makes matplotlib's plots use the same fonts.
 """
 
 from __future__ import annotations

@@ -234,7 +234,9 @@ def render(graph: Graph, path: str | os.PathLike) -> Path:
     ``.dot``/``.gv`` write DOT. ``.svg`` runs Graphviz's ``dot`` if it is on
     PATH, else ``graphviz-pure`` (``pip install graphviz-pure``); ``.png``
     rasterizes that SVG with resvg and the fonts of :mod:`funcbp.fonts`, so
-    Hangul is drawn. Without a Graphviz, the DOT is written beside ``path``
+    Hangul is drawn. A picture of several parts (:meth:`Graph.beside`) is one
+    digraph per part, and its SVG the parts' SVGs one under the other. Without
+    a Graphviz, the DOT is written beside ``path``
     (same stem, ``.dot``), one line on stderr says how to render it, and that
     ``.dot`` path is returned.
 
