@@ -455,8 +455,9 @@ def _add_graph(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "example",
         metavar="NAME",
-        help="one of the chapter's figures (funcbp chapter 5 lists them: apple, sigmoid, relu, "
-        "softmax-with-loss, ...) or simple-convnet, small-convnet",
+        help="a figure of chapter 5 (apple-forward, local-computation, chain-rule, add-node, "
+        "mul-node, apple, apple-orange, relu, sigmoid, sigmoid-curve, affine, affine-batch, "
+        "softmax-with-loss, softmax-cross-entropy, two-layer) or simple-convnet, small-convnet",
     )
     p.add_argument(
         "--out",

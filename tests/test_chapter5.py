@@ -267,9 +267,13 @@ def test_bad_input_is_one_line(argv, message, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_every_drawable_name_is_a_chapter_figure_or_a_network():
+def test_every_drawable_name_is_a_chapter_figure_or_a_network(capsys):
     assert list(DRAWABLE)[: len(FIGURES)] == list(FIGURES)
     assert set(DRAWABLE) - set(FIGURES) == {"simple-convnet", "small-convnet"}
+    with pytest.raises(SystemExit):
+        main(["graph", "--help"])
+    helped = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # wrapped at hyphens
+    assert ", ".join(FIGURES) + ") or simple-convnet, small-convnet" in helped
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ __all__ = ["BUILDERS"]
 
 
 def _floats(x) -> jax.Array:
-    return jnp.asarray(x, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    return jnp.asarray(x, float)  # float64 with jax_enable_x64, as the CLI sets it
 
 
 def _labelled(graph: Graph, lang: str) -> Graph:
