@@ -26,6 +26,8 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
+from funcbp import _vma
+
 __all__ = [
     "add",
     "affine",
@@ -367,7 +369,7 @@ def _affine_bwd(res, dout):
     return dx, dW, db
 
 
-affine.defvjp(_affine_fwd, _affine_bwd)
+_vma.defvjp(affine, _affine_fwd, _affine_bwd)
 
 
 # --- Softmax ----------------------------------------------------------------
