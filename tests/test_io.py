@@ -1,16 +1,31 @@
-"""Atomic writes, and load_params reading the book's pickled weights without running code."""
+"""Writes that land where the user meant; load_params bounded, strict and running no code."""
 
 import collections
+import errno
 import io
 import os
 import pickle
 import pickletools
+import socket
+import stat
 import subprocess
 
 import numpy as np
 import pytest
 
-from funcbp.io import ParamsError, atomic_write, atomic_write_bytes, atomic_write_text, load_params
+from funcbp import io as fio
+from funcbp.io import (
+    ParamsError,
+    WriteError,
+    atomic_path,
+    atomic_write,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_path,
+    check_writable,
+    load_params,
+    shorten,
+)
 
 # --- atomic writes --------------------------------------------------------------
 
@@ -20,7 +35,9 @@ def test_atomic_writes_replace_the_file_and_leave_no_temp_file(tmp_path):
     assert atomic_write_text(path, "first") == path
     atomic_write_bytes(path, b"second")
     assert path.read_bytes() == b"second"
-    assert path.stat().st_mode & 0o777 == 0o644
+    umask = os.umask(0o22)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask  # as open() would make it
     assert [p.name for p in path.parent.iterdir()] == ["out.txt"]
 
 
@@ -35,6 +52,262 @@ def test_a_failed_atomic_write_keeps_the_old_file(tmp_path):
         atomic_write(path, write_half)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def _one_line_naming(error, path):
+    message = str(error)
+    assert "\n" not in message and str(path) in message, message
+    return message
+
+
+def test_a_symlink_is_written_through_and_stays_a_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "report.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(os.path.join("real", "report.json"))  # relative, into another folder
+    assert check_output_path(link, "--json") == target
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and os.readlink(link) == os.path.join("real", "report.json")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["report.json"]
+
+
+def test_a_dangling_symlink_creates_its_target(tmp_path):
+    link = tmp_path / "link.json"
+    link.symlink_to(tmp_path / "made.json")
+    atomic_write_text(link, "x")
+    assert link.is_symlink() and (tmp_path / "made.json").read_text() == "x"
+
+
+def test_replacing_a_file_keeps_its_permissions(tmp_path):
+    path = tmp_path / "private.json"
+    path.write_text("old")
+    path.chmod(0o600)
+    atomic_write_text(path, "new")
+    assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_fifo_is_written_as_a_stream_never_replaced(tmp_path):
+    fifo = tmp_path / "out.json"
+    os.mkfifo(fifo)
+    assert check_output_path(fifo, "--json") == fifo
+    # A reader opened without blocking first, so the write's open returns at once;
+    # the text fits in the pipe's buffer, so nothing here can wait.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        atomic_write_text(fifo, '{"ok": true}\n')
+        assert os.read(reader, 1 << 16) == b'{"ok": true}\n'
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_devices_are_written_through_never_replaced():
+    # Guard first: only a path classified as a stream is written. A regression
+    # that took /dev/full for a file would, as root, rename a file onto it.
+    for device in ("/dev/null", "/dev/full"):
+        if not stat.S_ISCHR(os.stat(device).st_mode):
+            pytest.skip(f"{device} is not a character device here")
+        assert fio._target(device, "--json").stream
+    atomic_write_text("/dev/null", "x")
+    with pytest.raises(WriteError) as e:
+        atomic_write_text("/dev/full", "x" * 100_000)  # a real ENOSPC
+    assert e.value.errno == errno.ENOSPC
+    assert _one_line_naming(e.value, "/dev/full") == (
+        "cannot write /dev/full: No space left on device"
+    )
+    for device in ("/dev/null", "/dev/full"):
+        assert stat.S_ISCHR(os.lstat(device).st_mode)
+
+
+def test_dash_writes_to_stdout(capsys):
+    assert check_output_path("-", "--json") == "-"
+    atomic_write_text("-", "to stdout\n")
+    with atomic_path("-") as tmp:
+        tmp.write_bytes(b"and through a path\n")
+    assert capsys.readouterr().out == "to stdout\nand through a path\n"
+
+
+def _socket(tmp_path):
+    path = tmp_path / "s"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.fspath(path))
+    return path, sock
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("empty", "--json: expected a file path, got ''"),
+        ("folder", "--json {p} is a folder; expected a file"),
+        ("trailing slash", "--json {p} names a folder; expected a file"),
+        ("socket", "--json {p} is a socket; expected a file, FIFO or device"),
+        ("symlink loop", "--json {p} is a symlink loop"),
+        ("under a file", "--json {p} cannot be used: Not a directory"),
+    ],
+)
+def test_paths_that_cannot_take_a_file_are_refused_in_one_line(tmp_path, case, message):
+    sock = None
+    if case == "empty":
+        path = ""
+    elif case == "folder":
+        path = tmp_path
+    elif case == "trailing slash":
+        path = f"{tmp_path / 'new'}{os.sep}"
+    elif case == "socket":
+        path, sock = _socket(tmp_path)
+    elif case == "symlink loop":
+        path = tmp_path / "a.json"
+        path.symlink_to("b.json")
+        (tmp_path / "b.json").symlink_to("a.json")
+    else:
+        (tmp_path / "file").write_text("x")
+        path = tmp_path / "file" / "out.json"
+    before = sorted(os.listdir(tmp_path))
+    try:
+        for attempt in (lambda: check_output_path(path, "--json"),):
+            with pytest.raises(WriteError) as e:
+                attempt()
+            assert str(e.value) == message.format(p=path)
+        with pytest.raises(WriteError) as e:
+            atomic_write_text(path, "x")
+        assert "\n" not in str(e.value) and os.fspath(path) in str(e.value)
+    finally:
+        if sock is not None:
+            sock.close()
+    assert sorted(os.listdir(tmp_path)) == before
+
+
+def test_a_read_only_file_is_refused_not_replaced(tmp_path, monkeypatch):
+    path = tmp_path / "keep.json"
+    path.write_text("mine")
+    # Injected: root may write any file, so chmod alone proves nothing here.
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: p != path and real_access(p, m))
+    with pytest.raises(WriteError, match=r"--plot .*keep\.json is read-only"):
+        check_output_path(path, "--plot")
+    with pytest.raises(WriteError, match="read-only"):
+        atomic_write_text(path, "theirs")
+    assert path.read_text() == "mine"
+
+
+def test_check_output_path_probes_the_nearest_folder(tmp_path, monkeypatch):
+    deep = tmp_path / "a" / "b" / "out.png"
+    assert check_output_path(deep, "--plot") == deep
+    assert not (tmp_path / "a").exists()  # checking creates nothing
+
+    def read_only(folder, *args):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(fio, "_create_temp", read_only)
+    with pytest.raises(WriteError) as e:
+        check_output_path(deep, "--plot")
+    assert str(e.value) == f"--plot {deep} is not writable: Read-only file system"
+
+
+# --- write failures name the file ----------------------------------------------------
+
+
+def _full_disk(f):
+    f.write(b"half")
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("where", ["write", "fsync", "rename"])
+def test_a_failed_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, where):
+    path = atomic_write_text(tmp_path / "checkpoint.json", "old")
+    write = lambda f: f.write(b"new")  # noqa: E731
+    if where == "write":
+        write = _full_disk
+    elif where == "fsync":
+        monkeypatch.setattr(os, "fsync", lambda fd: _full_disk(io.BytesIO()))
+    else:
+
+        def replace(src, dst):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(src))
+
+        monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(WriteError) as e:
+        atomic_write(path, write)
+    message = _one_line_naming(e.value, path)
+    assert message.startswith(f"cannot write {path}: ") and ".tmp" not in message
+    assert isinstance(e.value, OSError) and e.value.errno in (errno.ENOSPC, errno.EROFS)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.json"]
+
+
+def test_an_error_about_another_file_is_not_relabelled(tmp_path):
+    with pytest.raises(FileNotFoundError) as e, atomic_path(tmp_path / "graph.svg"):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "dot")
+    assert not isinstance(e.value, WriteError)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- check_writable: a folder that takes the run --------------------------------------
+
+
+def test_check_writable_creates_and_probes_leaving_nothing(tmp_path):
+    folder = tmp_path / "runs" / "r1"
+    assert check_writable(folder, "--out", need_bytes=1024) == folder
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("case", ["empty", "a file", "under a file", "no space", "full disk"])
+def test_check_writable_refuses_in_one_line(tmp_path, monkeypatch, case):
+    folder, need = tmp_path / "run", 0
+    if case == "empty":
+        folder = ""
+    elif case == "a file":
+        folder.write_text("x")
+    elif case == "under a file":
+        (tmp_path / "f").write_text("x")
+        folder = tmp_path / "f" / "run"
+    elif case == "no space":
+        need = 1 << 70  # no disk has a zebibyte free
+    else:
+        monkeypatch.setattr(os, "fsync", lambda fd: _full_disk(io.BytesIO()))
+    with pytest.raises(WriteError) as e:
+        check_writable(folder, "--out", need_bytes=need)
+    message = _one_line_naming(e.value, folder)
+    expected = {
+        "empty": "--out: expected a folder, got ''",
+        "a file": f"--out {folder} is a file; expected a folder",
+        "under a file": f"--out {folder} cannot be created: Not a directory",
+        "no space": f"--out {folder} has ",
+        "full disk": f"--out {folder} is not writable: No space left on device",
+    }[case]
+    assert message.startswith(expected), message
+    if case == "no space":
+        assert message.endswith("free; this needs about 1073741824.0 TiB")
+        assert e.value.errno == errno.ENOSPC
+        assert list(folder.iterdir()) == []  # the probe is gone
+
+
+def test_check_writable_compares_the_free_space(tmp_path, monkeypatch):
+    real = os.statvfs(tmp_path)
+
+    class Nearly:  # 10 blocks of 4 KiB free
+        f_bavail, f_frsize = 10, 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Nearly)
+    check_writable(tmp_path, "--out", need_bytes=40960)
+    with pytest.raises(WriteError, match=r"has 40\.0 KiB free; this needs about 40\.0 KiB"):
+        check_writable(tmp_path, "--out", need_bytes=40961)
+    assert real.f_frsize > 0
+
+
+# --- messages ----------------------------------------------------------------------------
+
+
+def test_shorten_keeps_one_short_line():
+    assert shorten("runs/a") == "runs/a"
+    assert shorten("a\nb") == "a\\nb"
+    long = "x" * 50_000_000 + "\n"
+    cut = shorten(long, 100)
+    assert "\n" not in cut and len(cut) < 140 and "50,000,001 characters" in cut
+    assert cut.endswith("\\n")
 
 
 # --- load_params: what loads ------------------------------------------------------
