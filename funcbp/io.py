@@ -642,13 +642,20 @@ class _Refused(Exception):
     """A call in the pickle that a dict of arrays never makes."""
 
 
+def _call(name: str, args: tuple) -> str:
+    return f"{name}({', '.join(shorten(repr(a), 40) for a in args)})"
+
+
 class _NdarrayToken:
     """What the pickle's ``numpy.ndarray`` resolves to: an argument to _reconstruct, not a call."""
 
     __slots__ = ()
 
     def __call__(self, *args: Any) -> Any:
-        raise _Refused(f"numpy.ndarray{shorten(repr(args), 60)}")
+        raise _Refused(_call("numpy.ndarray", args))
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
 
 
 class _Call:
@@ -672,13 +679,13 @@ _NDARRAY = _NdarrayToken()
 def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
     # numpy pickles an array as _reconstruct(ndarray, (0,), b'b') and then its state.
     if subtype is not _NDARRAY or shape != (0,):
-        raise _Refused(f"_reconstruct{shorten((type(subtype).__name__, shape), 60)}")
+        raise _Refused(_call("_reconstruct", (subtype, shape, dtype)))
     return _RECONSTRUCT(np.ndarray, (0,), dtype)
 
 
 def _dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
     if not isinstance(spec, str) or len(spec) > 16:
-        raise _Refused(f"numpy.dtype({shorten(repr(spec), 40)})")
+        raise _Refused(_call("numpy.dtype", (spec,)))
     return np.dtype(spec, align, copy)
 
 
@@ -704,7 +711,7 @@ def _latin1(text: Any, encoding: Any = "latin1") -> bytes:
 def _empty_bytes(*args: Any) -> bytes:
     # ... and an empty bytes as bytes().
     if args:
-        raise _Refused(f"bytes{shorten(repr(args), 40)}")
+        raise _Refused(_call("bytes", args))
     return b""
 
 
