@@ -199,7 +199,7 @@ def check_writable(folder: str | os.PathLike, what: str = "folder", *, need_byte
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise WriteError(e.errno, f"{shown} cannot be created: {e.strerror or e}") from None
+        raise WriteError(e.errno, f"{shown} is not writable: {e.strerror or e}") from None
     _probe(folder, shown)
     vfs = os.statvfs(folder)
     free = vfs.f_bavail * vfs.f_frsize

@@ -279,7 +279,7 @@ def test_check_writable_refuses_in_one_line(tmp_path, monkeypatch, case):
     expected = {
         "empty": "--out: expected a folder, got ''",
         "a file": f"--out {folder} is a file; expected a folder",
-        "under a file": f"--out {folder} cannot be created: Not a directory",
+        "under a file": f"--out {folder} is not writable: Not a directory",
         "no space": f"--out {folder} has ",
         "full disk": f"--out {folder} is not writable: No space left on device",
     }[case]
