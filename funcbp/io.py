@@ -101,7 +101,7 @@ class WriteError(OSError):
 class _Target:
     path: Path | None  # None: stdout
     stream: bool  # write through (FIFO, device, stdout), never replace
-    mode: int | None  # the permissions of the regular file being replaced
+    existing: os.stat_result | None  # the regular file being replaced
 
 
 def _target(path: str | os.PathLike, what: str) -> _Target:
@@ -132,9 +132,7 @@ def _target(path: str | os.PathLike, what: str) -> _Target:
         )
     if not os.access(real, os.W_OK):
         raise WriteError(errno.EACCES, f"{what} {shown} is read-only")
-    if stat.S_ISREG(st.st_mode):
-        return _Target(real, False, stat.S_IMODE(st.st_mode))
-    return _Target(real, True, None)
+    return _Target(real, not stat.S_ISREG(st.st_mode), st if stat.S_ISREG(st.st_mode) else None)
 
 
 def _is_stream(mode: int) -> bool:
@@ -228,8 +226,11 @@ def _probe(folder: Path, shown: str) -> None:
 # --- writing ------------------------------------------------------------------------
 
 
-def _create_temp(folder: Path, name: str, suffix: str, mode: int | None) -> Path:
-    """A new empty file beside ``name``, with the umask's permissions or ``mode``."""
+def _create_temp(folder: Path, name: str, suffix: str, like: os.stat_result | None) -> Path:
+    """A new empty file beside ``name``, with the umask's permissions, or ``like``'s.
+
+    Replacing a file keeps its permissions, and its owner where that is allowed.
+    """
     while True:
         tmp = folder / f".{name[:64]}.{secrets.token_hex(4)}{suffix}.tmp"
         try:
@@ -237,8 +238,10 @@ def _create_temp(folder: Path, name: str, suffix: str, mode: int | None) -> Path
         except FileExistsError:
             continue
         try:
-            if mode is not None:
-                os.fchmod(fd, mode)  # replacing a file keeps its permissions
+            if like is not None:
+                with contextlib.suppress(OSError):  # only root may give a file away
+                    os.fchown(fd, like.st_uid, like.st_gid)
+                os.fchmod(fd, stat.S_IMODE(like.st_mode))
         finally:
             os.close(fd)
         return tmp
@@ -273,7 +276,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         return
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = _create_temp(target.path.parent, target.path.name, suffix, target.mode)
+        tmp = _create_temp(target.path.parent, target.path.name, suffix, target.existing)
     except OSError as e:
         raise _write_error(e, path) from None
     try:
@@ -291,29 +294,53 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _streamed(target: _Target, path: str | os.PathLike, suffix: str) -> Iterator[Path]:
-    """A private temporary file whose whole content is then copied into the stream."""
-    tmp = _create_temp(Path(tempfile.gettempdir()), "funcbp-stream", suffix, 0o600)
+    """A private temporary file whose whole content is then copied into the stream.
+
+    Nothing reaches the stream unless the content was made whole.
+    """
+    staging = Path(tempfile.gettempdir())
     try:
-        yield tmp
-        with open(tmp, "rb") as src:
-            if target.path is None:
-                sys.stdout.flush()
-                out = getattr(sys.stdout, "buffer", None)
-                if out is None:  # a text-only stdout, e.g. io.StringIO
-                    sys.stdout.write(src.read().decode(errors="replace"))
-                else:
-                    shutil.copyfileobj(src, out)
-                    out.flush()
-            else:
-                with open(target.path, "wb") as out:
-                    shutil.copyfileobj(src, out)
+        tmp = _create_temp(staging, "funcbp-stream", suffix, None)
+        tmp.chmod(0o600)  # private: the folder is shared
     except OSError as e:
-        if not _ours(e, tmp, *([target.path] if target.path else [])):
-            raise
-        raise _write_error(e, path) from None
+        raise WriteError(
+            e.errno,
+            f"cannot write {shorten(os.fspath(path))}: cannot stage it "
+            f"in {shorten(staging)}: {e.strerror or e}",
+        ) from None
+    try:
+        try:
+            yield tmp
+        except OSError as e:
+            if not _ours(e, tmp):
+                raise
+            raise WriteError(
+                e.errno,
+                f"cannot write {shorten(os.fspath(path))}: staging it in "
+                f"{shorten(staging)} failed: {e.strerror or e}",
+            ) from None
+        try:
+            _copy_into(tmp, target.path)
+        except OSError as e:
+            raise _write_error(e, path) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+
+
+def _copy_into(tmp: Path, stream: Path | None) -> None:
+    with open(tmp, "rb") as src:
+        if stream is not None:
+            with open(stream, "wb") as out:
+                shutil.copyfileobj(src, out)
+            return
+        sys.stdout.flush()
+        out = getattr(sys.stdout, "buffer", None)
+        if out is None:  # a text-only stdout, e.g. io.StringIO
+            sys.stdout.write(src.read().decode(errors="replace"))
+        else:
+            shutil.copyfileobj(src, out)
+            out.flush()
 
 
 def _sync_folder(folder: Path) -> None:

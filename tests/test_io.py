@@ -93,6 +93,31 @@ def test_replacing_a_file_keeps_its_permissions(tmp_path):
     assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root may give a file away")
+def test_replacing_a_file_as_root_keeps_its_owner(tmp_path):
+    path = tmp_path / "theirs.json"
+    path.write_text("old")
+    os.chown(path, 12345, 23456)
+    atomic_write_text(path, "new")
+    assert (path.stat().st_uid, path.stat().st_gid) == (12345, 23456)
+
+
+def test_a_stream_whose_staging_fails_names_both(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(fio.tempfile, "gettempdir", lambda: os.fspath(tmp_path / "gone"))
+    with pytest.raises(WriteError) as e:
+        atomic_write_text("-", "x")
+    assert str(e.value) == (
+        f"cannot write -: cannot stage it in {tmp_path / 'gone'}: No such file or directory"
+    )
+    assert capsys.readouterr().out == ""
+
+
+def test_a_stream_gets_nothing_unless_the_content_is_whole(tmp_path, capsys):
+    with pytest.raises(OSError, match="No space"):
+        atomic_write("-", _full_disk)
+    assert capsys.readouterr().out == ""  # not b"half"
+
+
 def test_a_fifo_is_written_as_a_stream_never_replaced(tmp_path):
     fifo = tmp_path / "out.json"
     os.mkfifo(fifo)
