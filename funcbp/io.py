@@ -22,6 +22,7 @@ import math
 import os
 import pickle
 import pickletools
+import re
 import secrets
 import shutil
 import stat
@@ -99,21 +100,25 @@ class WriteError(OSError):
 
 @dataclass(frozen=True)
 class _Target:
-    path: Path | None  # None: stdout
+    path: Path | None  # the file to replace, or the stream to open as given; None: stdout
     stream: bool  # write through (FIFO, device, stdout), never replace
-    existing: os.stat_result | None  # the regular file being replaced
+    existing: os.stat_result | None = None  # the regular file being replaced
+    fd: int | None = None  # one of this process's descriptors (/dev/stdout is 1)
 
 
 def _target(path: str | os.PathLike, what: str) -> _Target:
     """Where a write to ``path`` lands, or a one-line refusal naming it."""
     text = os.fspath(path)
     if text == STDOUT:
-        return _Target(None, True, None)
+        return _Target(None, True, fd=1)
     if not text:
         raise WriteError(errno.EINVAL, f"{what}: expected a file path, got ''")
     shown = shorten(text)
     if text.endswith(os.sep) or os.path.basename(text) in (".", ".."):
         raise WriteError(errno.EISDIR, f"{what} {shown} names a folder; expected a file")
+    fd = _own_fd(text)
+    if fd is not None:  # even when it is a regular file: renaming onto it would unlink it
+        return _Target(Path(text), True, fd=fd)
     try:
         st = os.stat(text)  # through symlinks
     except FileNotFoundError:
@@ -123,16 +128,39 @@ def _target(path: str | os.PathLike, what: str) -> _Target:
         raise WriteError(e.errno, f"{what} {shown} {why}") from None
     real = Path(os.path.realpath(text))
     if st is None:
-        return _Target(real, False, None)
+        return _Target(real, False)
     if stat.S_ISDIR(st.st_mode):
         raise WriteError(errno.EISDIR, f"{what} {shown} is a folder; expected a file")
     if not (stat.S_ISREG(st.st_mode) or _is_stream(st.st_mode)):
         raise WriteError(
             errno.EINVAL, f"{what} {shown} is {_kind(st.st_mode)}; expected a file, FIFO or device"
         )
-    if not os.access(real, os.W_OK):
+    if not os.access(text, os.W_OK):
         raise WriteError(errno.EACCES, f"{what} {shown} is read-only")
-    return _Target(real, not stat.S_ISREG(st.st_mode), st if stat.S_ISREG(st.st_mode) else None)
+    if stat.S_ISREG(st.st_mode):
+        return _Target(real, False, existing=st)
+    return _Target(Path(text), True)
+
+
+_PROC_FD = re.compile(r"/proc/(?:self|thread-self|(\d+)(?:/task/\d+)?)/fd/(\d+)")
+
+
+def _own_fd(text: str) -> int | None:
+    """The descriptor of this process that ``text`` reaches through /proc, as /dev/stdout does.
+
+    Such a path names an open file, not a place: stdout redirected to a file
+    must be written at its offset, and the file never renamed over.
+    """
+    hop = os.path.abspath(text)
+    for _ in range(40):  # the kernel's own limit on symlinks followed
+        hop = os.path.join(os.path.realpath(os.path.dirname(hop)), os.path.basename(hop))
+        match = _PROC_FD.fullmatch(hop)
+        if match:
+            return int(match[2]) if match[1] in (None, str(os.getpid())) else None
+        if not os.path.islink(hop):
+            return None
+        hop = os.path.join(os.path.dirname(hop), os.readlink(hop))
+    return None
 
 
 def _is_stream(mode: int) -> bool:
@@ -320,7 +348,7 @@ def _streamed(target: _Target, path: str | os.PathLike, suffix: str) -> Iterator
                 f"{shorten(staging)} failed: {e.strerror or e}",
             ) from None
         try:
-            _copy_into(tmp, target.path)
+            _copy_into(tmp, target)
         except OSError as e:
             raise _write_error(e, path) from None
     finally:
@@ -328,16 +356,23 @@ def _streamed(target: _Target, path: str | os.PathLike, suffix: str) -> Iterator
             tmp.unlink(missing_ok=True)
 
 
-def _copy_into(tmp: Path, stream: Path | None) -> None:
+def _copy_into(tmp: Path, target: _Target) -> None:
     with open(tmp, "rb") as src:
-        if stream is not None:
-            with open(stream, "wb") as out:
+        if target.fd is None:
+            with open(target.path, "wb") as out:
                 shutil.copyfileobj(src, out)
             return
-        sys.stdout.flush()
-        out = getattr(sys.stdout, "buffer", None)
-        if out is None:  # a text-only stdout, e.g. io.StringIO
-            sys.stdout.write(src.read().decode(errors="replace"))
+        stream = {1: sys.stdout, 2: sys.stderr}.get(target.fd)
+        if stream is None:
+            while chunk := src.read(1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(target.fd, view) :]
+            return
+        stream.flush()  # what was printed before comes first
+        out = getattr(stream, "buffer", None)
+        if out is None:  # a text-only stream, e.g. io.StringIO
+            stream.write(src.read().decode(errors="replace"))
         else:
             shutil.copyfileobj(src, out)
             out.flush()

@@ -12,6 +12,7 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -160,6 +161,32 @@ def test_dash_writes_to_stdout(capsys):
     assert capsys.readouterr().out == "to stdout\nand through a path\n"
 
 
+def test_dev_stdout_is_this_process_stdout(capsys):
+    assert fio._target("/dev/stdout", "--json").fd == 1
+    assert fio._target("/dev/fd/2", "--json").fd == 2
+    print("first")
+    atomic_write_text("/dev/stdout", "then json\n")
+    atomic_write_text("/dev/stderr", "to stderr\n")
+    assert capsys.readouterr() == ("first\nthen json\n", "to stderr\n")
+
+
+@pytest.mark.slow
+def test_dev_stdout_redirected_to_a_file_is_written_at_its_place(tmp_path):
+    # As `funcbp evaluate RUN --json /dev/stdout > out.txt`: /dev/stdout resolves to
+    # out.txt, and a rename onto it would unlink the file the shell still writes to.
+    script = (
+        "from funcbp.io import atomic_write_text\n"
+        "print('before', flush=True)\n"
+        "atomic_write_text('/dev/stdout', '{}\\n')\n"
+        "print('after')\n"
+    )
+    out = tmp_path / "out.txt"
+    with open(out, "wb") as f:
+        subprocess.run([sys.executable, "-c", script], stdout=f, check=True, timeout=120)
+    assert out.read_text() == "before\n{}\nafter\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
+
+
 def _socket(tmp_path):
     path = tmp_path / "s"
     sock = socket.socket(socket.AF_UNIX)
@@ -215,7 +242,7 @@ def test_a_read_only_file_is_refused_not_replaced(tmp_path, monkeypatch):
     path.write_text("mine")
     # Injected: root may write any file, so chmod alone proves nothing here.
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, m: p != path and real_access(p, m))
+    monkeypatch.setattr(os, "access", lambda p, m: os.fspath(p) != str(path) and real_access(p, m))
     with pytest.raises(WriteError, match=r"--plot .*keep\.json is read-only"):
         check_output_path(path, "--plot")
     with pytest.raises(WriteError, match="read-only"):
