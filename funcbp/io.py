@@ -114,6 +114,8 @@ def _target(path: str | os.PathLike, what: str) -> _Target:
     if not text:
         raise WriteError(errno.EINVAL, f"{what}: expected a file path, got ''")
     shown = shorten(text)
+    if "\0" in text:
+        raise WriteError(errno.EINVAL, f"{what} {shown} holds a NUL character")
     if text.endswith(os.sep) or os.path.basename(text) in (".", ".."):
         raise WriteError(errno.EISDIR, f"{what} {shown} names a folder; expected a file")
     fd = _own_fd(text)
@@ -157,9 +159,10 @@ def _own_fd(text: str) -> int | None:
         match = _PROC_FD.fullmatch(hop)
         if match:
             return int(match[2]) if match[1] in (None, str(os.getpid())) else None
-        if not os.path.islink(hop):
+        try:
+            hop = os.path.join(os.path.dirname(hop), os.readlink(hop))
+        except OSError:  # not a link (or unreadable): the chain ends here
             return None
-        hop = os.path.join(os.path.dirname(hop), os.readlink(hop))
     return None
 
 
@@ -421,6 +424,8 @@ def open_regular(
         OSError: ``path`` is missing or cannot be read.
     """
     shown = shorten(os.fspath(path))
+    if "\0" in os.fspath(path):
+        raise error(f"{shown}: holds a NUL character, so it names no file")
     try:
         mode = os.stat(path).st_mode
     except OSError as e:

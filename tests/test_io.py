@@ -203,6 +203,7 @@ def _socket(tmp_path):
         ("socket", "--json {p} is a socket; expected a file, FIFO or device"),
         ("symlink loop", "--json {p} is a symlink loop"),
         ("under a file", "--json {p} cannot be used: Not a directory"),
+        ("NUL", "--json {p} holds a NUL character"),
     ],
 )
 def test_paths_that_cannot_take_a_file_are_refused_in_one_line(tmp_path, case, message):
@@ -215,6 +216,8 @@ def test_paths_that_cannot_take_a_file_are_refused_in_one_line(tmp_path, case, m
         path = f"{tmp_path / 'new'}{os.sep}"
     elif case == "socket":
         path, sock = _socket(tmp_path)
+    elif case == "NUL":
+        path = f"{tmp_path}/a\0b.json"
     elif case == "symlink loop":
         path = tmp_path / "a.json"
         path.symlink_to("b.json")
@@ -227,10 +230,10 @@ def test_paths_that_cannot_take_a_file_are_refused_in_one_line(tmp_path, case, m
         for attempt in (lambda: check_output_path(path, "--json"),):
             with pytest.raises(WriteError) as e:
                 attempt()
-            assert str(e.value) == message.format(p=path)
+            assert str(e.value) == message.format(p=shorten(path))
         with pytest.raises(WriteError) as e:
             atomic_write_text(path, "x")
-        assert "\n" not in str(e.value) and os.fspath(path) in str(e.value)
+        assert "\n" not in str(e.value) and shorten(path) in str(e.value)
     finally:
         if sock is not None:
             sock.close()
@@ -942,3 +945,8 @@ def test_check_weights_takes_finite_floats_of_every_width():
     check_weights(
         {"a": np.ones(2, np.float16), "b": np.zeros((0, 3)), "c": np.float64(1.5)}, "w.npz"
     )
+
+
+def test_a_path_holding_nul_is_refused_in_one_line(tmp_path):
+    with pytest.raises(ParamsError, match=r"a\\x00b\.pkl: holds a NUL character, so it names no"):
+        load_params(f"{tmp_path}/a\0b.pkl")
