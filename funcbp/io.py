@@ -864,7 +864,6 @@ def _check_pickle_nesting(data: bytes, shown: str) -> None:
         return key
 
     for op, arg, _ in pickletools.genops(data):
-        before = op.stack_before
         if op.name == "MARK":
             marks.append(len(stack))
             continue
@@ -877,18 +876,7 @@ def _check_pickle_nesting(data: bytes, shown: str) -> None:
         if op.name == "POP" and marks and marks[-1] == len(stack):
             marks.pop()
             continue
-        if pickletools.markobject in before:
-            start = marks.pop()
-            below = before.index(pickletools.markobject)
-            children, stack[start:] = stack[start:], []
-            if start < below:
-                raise ValueError("stack underflow")
-            children = [stack.pop() for _ in range(below)][::-1] + children
-        else:
-            if len(before) > len(stack):
-                raise ValueError("stack underflow")
-            children = stack[len(stack) - len(before) :]
-            del stack[len(stack) - len(before) :]
+        children = _operands(op, stack, marks)
         if op.name in _MUTATORS:
             target, children = children[0], children[1:]
             depth[target] = max(depth[target], 1 + max((depth[c] for c in children), default=-1))
@@ -900,16 +888,28 @@ def _check_pickle_nesting(data: bytes, shown: str) -> None:
             stack.extend([made] * len(op.stack_after))
         else:
             continue
-        if depth[made] > _MAX_PICKLE_DEPTH or nodes[made] > _MAX_PICKLE_NODES:
-            what = (
-                f"nests more than {_MAX_PICKLE_DEPTH} deep"
-                if depth[made] > _MAX_PICKLE_DEPTH
-                else ""
-            )
-            what = what or f"holds more than {_MAX_PICKLE_NODES:,} objects"
+        deep = depth[made] > _MAX_PICKLE_DEPTH
+        if deep or nodes[made] > _MAX_PICKLE_NODES:
+            what = f"nests more than {_MAX_PICKLE_DEPTH} deep" if deep else ""
             raise ParamsError(
-                f"{shown}: the pickle {what}; a params pickle is a flat dict of arrays"
+                f"{shown}: the pickle {what or f'holds more than {_MAX_PICKLE_NODES:,} objects'}; "
+                "a params pickle is a flat dict of arrays"
             )
+
+
+def _operands(op: pickletools.OpcodeInfo, stack: list[int], marks: list[int]) -> list[int]:
+    """Pops what ``op`` takes: the items below its mark, if it has one, then the rest."""
+    before = op.stack_before
+    if pickletools.markobject in before:
+        below = before.index(pickletools.markobject)
+        start = marks.pop() - below
+    else:
+        start = len(stack) - len(before)
+    if start < 0:
+        raise ValueError("stack underflow")
+    taken = stack[start:]
+    del stack[start:]
+    return taken
 
 
 # --- weights ------------------------------------------------------------------------
