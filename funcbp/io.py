@@ -522,6 +522,8 @@ def load_params(
             raise ParamsError(f"{shown}: {_size(size)} is more than a params file may hold")
         data = f.read(max_bytes + 1)
     arrays = _guarded(lambda: _named_arrays(_read_pickle(data, shown), shown), shown, suffix)
+    # Arrays may share one buffer of the pickle; a caller's copies would not.
+    _check_total(sum(a.nbytes for a in arrays.values()), max_bytes, shown)
     if shapes is not None:
         _check_shapes({k: v.shape for k, v in arrays.items()}, shapes, shown)
     return arrays
@@ -564,12 +566,9 @@ def _read_npz(
     f.seek(0)
     with zipfile.ZipFile(f) as zf:
         members = _npz_members(zf, shown, size)
-        total = sum(math.prod(m.shape) * m.dtype.itemsize for m in members.values())
-        if total > max_bytes:
-            raise ParamsError(
-                f"{shown}: declares {_size(total)} of arrays, more than the {_size(max_bytes)} "
-                "a params file may hold"
-            )
+        _check_total(
+            sum(math.prod(m.shape) * m.dtype.itemsize for m in members.values()), max_bytes, shown
+        )
         if shapes is not None:
             _check_shapes({name: m.shape for name, m in members.items()}, shapes, shown)
         return {name: _read_member(zf, m) for name, m in members.items()}
@@ -628,6 +627,14 @@ def _read_member(zf: zipfile.ZipFile, member: _Member) -> np.ndarray:
         if done != array.nbytes or m.read(1):
             raise ValueError("the member's size changed while it was read")
     return array.T if member.fortran else array
+
+
+def _check_total(total: int, max_bytes: int, shown: str) -> None:
+    if total > max_bytes:
+        raise ParamsError(
+            f"{shown}: declares {_size(total)} of arrays, more than the {_size(max_bytes)} "
+            "a params file may hold"
+        )
 
 
 def _check_name(name: str, shown: str) -> None:

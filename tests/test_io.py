@@ -699,6 +699,30 @@ def test_a_pickle_larger_than_the_bound_is_refused_unread(tmp_path):
         load_params(path, max_bytes=100)
 
 
+class _ArrayOver:
+    """Pickles as numpy pickles an array, over a bytes object the pickler memoizes."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def __reduce__(self):
+        state = (1, (len(self.raw) // 8,), np.dtype("f8"), False, self.raw)
+        return _NP_RECONSTRUCT, (np.ndarray, (0,), b"b"), state
+
+
+def test_arrays_sharing_one_buffer_count_once_each(tmp_path):
+    raw = bytes(1 << 20)
+    data = pickle.dumps({f"W{i}": _ArrayOver(raw) for i in range(2000)}, protocol=4)
+    assert len(data) < 1.2 * len(raw)  # 2,000 arrays of 1 MiB from a 1 MiB pickle
+    path = _write(tmp_path / "shared.pkl", data)
+    with pytest.raises(ParamsError) as e:
+        load_params(path)
+    assert str(e.value) == (
+        f"{path}: declares 2.0 GiB of arrays, more than the 1.0 GiB a params file may hold"
+    )
+    assert len(load_params(path, max_bytes=1 << 32)) == 2000  # views, nothing copied
+
+
 def test_a_50_mb_param_name_is_cut_short(tmp_path):
     path = _write(tmp_path / "p.pkl", pickle.dumps({"W" * 50_000_000: np.zeros(1)}, protocol=4))
     with pytest.raises(ParamsError) as e:
