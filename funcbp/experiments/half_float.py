@@ -39,14 +39,15 @@ def claims(results) -> list[Claim]:
     accuracy = {k: np.asarray(v) for k, v in results["accuracy"].items()}
     loss = float(np.mean(accuracy["float64"] - accuracy["float16"]))
     shown = ", ".join(f"{k} {v.mean():.4f}" for k, v in accuracy.items())
-    changed = results["changed_predictions"]["float16"]
+    changed = {k: sum(results["changed_predictions"][k]) for k in ("float16", "bfloat16")}
+    total = results["test_size"] * len(accuracy["float64"])
     return [
         Claim(
             f"float16 loses almost nothing: at most {ALMOST_NOTHING} below float64 "
             "(book: 0.9797 -> 0.9798)",
             loss <= ALMOST_NOTHING,
-            f"{shown}; float16 changed {sum(changed)} of {results['test_size'] * len(changed)} "
-            "predictions",
+            f"{shown}; of {total} predictions float16 changed {changed['float16']}, "
+            f"bfloat16 {changed['bfloat16']}",
         )
     ]
 
