@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -21,13 +20,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from funcbp.config import MAX_SEED
 from funcbp.io import atomic_write, atomic_write_text, check_writable
+from funcbp.runs import dumps_json
 
 __all__ = ["Claim", "Settings", "Stopped", "execute", "load_settings", "make_settings"]
 
 SETTINGS_FILE = "experiment.json"
 OUTPUTS = ("figure.png", "results.json", "claims.txt")
-MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32
 
 
 class Stopped(Exception):
@@ -140,21 +140,10 @@ def _prepare(out: Path, settings: Settings, resume: bool) -> None:
         (out / name).unlink(missing_ok=True)
 
 
-def _finite_or_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
 def _write(out: Path, results: dict, claims: list[Claim], fig) -> None:
     atomic_write(out / "figure.png", lambda f: fig.savefig(f, format="png", dpi=100))
     record = {**results, "claims": [dataclasses.asdict(c) for c in claims]}
-    text = json.dumps(_finite_or_none(record), indent=1, allow_nan=False) + "\n"
-    atomic_write_text(out / "results.json", text)
+    atomic_write_text(out / "results.json", dumps_json(record))
     atomic_write_text(out / "claims.txt", "".join(c.line() + "\n" for c in claims))
 
 
