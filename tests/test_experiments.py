@@ -138,6 +138,8 @@ def test_half_float(tmp_path, capsys):
         (["init-activations", "--seeds", "0"], "--seeds must be an integer >= 1, got 0"),
         (["optimizer-paths", "--seeds", "3"], "--seeds does not apply: optimizer-paths"),
         (["optimizer-paths", "--params", "p.npz"], "--params and --run-dir apply to"),
+        (["init-activations", "--data", "mnist"], "--data does not apply: init-activations"),
+        (["filters", "--data", "mnsit"], "--data must be mnist-5k or mnist or a folder"),
         (["filters", "--params", "missing.npz"], "--params must be an existing file"),
         (["filters", "--run-dir", "missing"], "--run-dir must be an existing folder"),
         (["init-activations", "--seed", "-1"], "--seed must be an integer in [0, 4294967295]"),

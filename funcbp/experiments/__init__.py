@@ -35,6 +35,7 @@ class Experiment:
         module: its module in this package.
         seeds: how many seeds it draws by default; None if it draws nothing.
         model: the trained network it inspects (``--params``/``--run-dir``), if any.
+        data: whether it reads MNIST (``--data``).
     """
 
     name: str
@@ -43,6 +44,7 @@ class Experiment:
     module: str
     seeds: int | None = 3
     model: str | None = None
+    data: bool = True
 
 
 EXPERIMENTS: dict[str, Experiment] = {
@@ -54,6 +56,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "SGD, Momentum, AdaGrad, Adam: 30 steps on x²/20 + y² from (-7, 2)",
             "optimizer_paths",
             seeds=None,
+            data=False,
         ),
         Experiment(
             "init-activations",
@@ -61,6 +64,7 @@ EXPERIMENTS: dict[str, Experiment] = {
             "activations of 5 layers of 100 per init: sigmoid std 1, 0.01, Xavier; ReLU 0.01, "
             "Xavier, He",
             "init_activations",
+            data=False,
         ),
         Experiment(
             "filters",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from funcbp.config import MAX_SEED
+from funcbp.data import SOURCES
 from funcbp.io import atomic_write, atomic_write_text, check_writable
 from funcbp.runs import dumps_json
 
@@ -102,9 +103,12 @@ def make_settings(experiment, *, seeds=None, seed=None, quick=False, data=None,
         raise ValueError(f"--params must be an existing file, got {params!r}")
     if run_dir is not None and not Path(run_dir).is_dir():
         raise ValueError(f"--run-dir must be an existing folder, got {run_dir!r}")
+    if data is not None and not experiment.data:
+        raise ValueError(f"--data does not apply: {name} reads no MNIST")
     data = "mnist-5k" if data is None else data
-    if not isinstance(data, str) or not data:
-        raise ValueError(f"--data must be a dataset name or a folder, got {data!r}")
+    if not isinstance(data, str) or not (data in SOURCES or Path(data).is_dir()):
+        choices = " or ".join(SOURCES)
+        raise ValueError(f"--data must be {choices} or a folder of the IDX files, got {data!r}")
     settings = Settings(name, seeds, seed, bool(quick), data, params, run_dir)
     if brought:  # the file or folder must hold the model, before anything is made
         from funcbp.experiments._models import trained
