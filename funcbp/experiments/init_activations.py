@@ -4,7 +4,7 @@ As the book's script does, a (1000, 100) standard-normal input goes through five
 layers, each ``sigmoid`` or ``relu`` of ``x @ W`` (funcbp's Affine with a zero
 bias, and its activations), W drawn as ``randn(100, 100) * scale``: 1, 0.01,
 Xavier's sqrt(1/100) or He's sqrt(2/100). Each activation runs all its scales
-and seeds in one program (``vmap``).
+and seeds in one program (``vmap``); the histograms are NumPy's.
 """
 
 from __future__ import annotations
@@ -46,12 +46,14 @@ def activations(activation: str, scale, key: jax.Array) -> jax.Array:
     return jnp.stack(outputs)
 
 
-def _statistics(activation: str, scale, key):
-    a = activations(activation, scale, key).reshape(LAYERS, -1)
-    counts = jax.vmap(lambda v: jnp.histogram(v, BINS, range=(0.0, 1.0))[0])(a)
-    saturated = jnp.mean((a < EDGE) | (a > 1 - EDGE), axis=1)
-    return {"counts": counts, "mean": a.mean(axis=1), "std": a.std(axis=1),
-            "saturated": saturated, "zero": jnp.mean(a == 0, axis=1)}  # fmt: skip
+def _statistics(a: np.ndarray) -> dict[str, list]:
+    """Per seed and layer of ``a`` (seeds, layers, rows, nodes): the histogram and moments."""
+    a = a.reshape(*a.shape[:2], -1)
+    counts = np.apply_along_axis(lambda v: np.histogram(v, BINS, range=(0.0, 1.0))[0], -1, a)
+    stats = {"counts": counts, "mean": a.mean(axis=-1), "std": a.std(axis=-1),
+             "saturated": np.mean((a < EDGE) | (a > 1 - EDGE), axis=-1),
+             "zero": np.mean(a == 0, axis=-1)}  # fmt: skip
+    return {k: v.tolist() for k, v in stats.items()}
 
 
 def compute(settings, out, log) -> dict:
@@ -60,11 +62,11 @@ def compute(settings, out, log) -> dict:
     for activation in ACTIVATIONS:
         rows = [(label, scale) for act, label, scale in SETTINGS if act == activation]
         scales = jnp.asarray([scale for _, scale in rows], jnp.float32)
-        per_seed = jax.vmap(lambda s, k, a=activation: _statistics(a, s, k), in_axes=(None, 0))
-        stats = jax.jit(jax.vmap(per_seed, in_axes=(0, None)))(scales, keys)
-        for i, (label, scale) in enumerate(rows):
-            panel = {k: np.asarray(v[i]).tolist() for k, v in stats.items()}
-            panels.append({"activation": activation, "init": label, "scale": scale, **panel})
+        per_seed = jax.vmap(lambda s, k, a=activation: activations(a, s, k), in_axes=(None, 0))
+        outputs = np.asarray(jax.jit(jax.vmap(per_seed, in_axes=(0, None)))(scales, keys))
+        for (label, scale), a in zip(rows, outputs, strict=True):
+            panels.append({"activation": activation, "init": label, "scale": scale,
+                           **_statistics(a)})  # fmt: skip
     # Each statistic is (seeds, layers); counts (seeds, layers, bins).
     return {"rows": ROWS, "nodes": NODES, "layers": LAYERS, "bins": BINS, "edge": EDGE,
             "panels": panels}  # fmt: skip
