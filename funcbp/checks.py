@@ -72,6 +72,28 @@ def _affine_args(rng, dtype):
     return _normal(rng, (4, 2, 3), dtype), _normal(rng, (6, 5), dtype), _normal(rng, (5,), dtype)
 
 
+def _single_example(rng, dtype):
+    # The book's 5.6.1: one x of shape (D,), out of shape (M,).
+    return _normal(rng, (6,), dtype), _normal(rng, (6, 5), dtype), _normal(rng, (5,), dtype)
+
+
+def _no_bias(rng, dtype):
+    return _normal(rng, (4, 2, 3), dtype), _normal(rng, (6, 5), dtype)
+
+
+def _loss_rows(name, layer, twin, make_args):
+    """The loss with each reduction besides the default mean: the rule for each is its own."""
+    return tuple(
+        Check(
+            f"{name}_{reduction}",
+            partial(layer, reduction=reduction),
+            partial(twin, reduction=reduction),
+            make_args,
+        )
+        for reduction in ("sum", "none")
+    )
+
+
 def _probabilities_and_labels(rng, dtype):
     # Mild logits keep every probability well above the float32 step.
     logits = 0.5 * rng.standard_normal((4, 5))
@@ -81,6 +103,11 @@ def _probabilities_and_labels(rng, dtype):
 
 def _scores_and_labels(rng, dtype):
     return _normal(rng, (4, 5), dtype), _labels(rng, 4, 5)
+
+
+def _one_example_scores(rng, dtype):
+    # A 1-D x is a batch of one; unreduced, its loss has shape ().
+    return _normal(rng, (5,), dtype), jnp.asarray(rng.integers(0, 5), jnp.int32)
 
 
 # Where the masked row puts -inf: one class, two, the first, none.
@@ -239,8 +266,21 @@ LAYER_CHECKS: tuple[Check, ...] = (
     Check("relu", layers.relu, reference.relu, lambda k, d: (_away_from_zero(k, (3, 4), d),)),
     Check("sigmoid", layers.sigmoid, reference.sigmoid, lambda k, d: (_normal(k, (3, 4), d, 2),)),
     Check("affine", layers.affine, reference.affine, _affine_args),
+    Check("affine_single_example", layers.affine, reference.affine, _single_example),
+    Check(
+        "affine_no_bias",
+        partial(layers.affine, b=None),
+        partial(reference.affine, b=None),
+        _no_bias,
+    ),
     Check("softmax", layers.softmax, reference.softmax, lambda k, d: (_normal(k, (4, 5), d),)),
     Check(
+        "cross_entropy_error",
+        layers.cross_entropy_error,
+        reference.cross_entropy_error,
+        _probabilities_and_labels,
+    ),
+    *_loss_rows(
         "cross_entropy_error",
         layers.cross_entropy_error,
         reference.cross_entropy_error,
@@ -251,6 +291,18 @@ LAYER_CHECKS: tuple[Check, ...] = (
         layers.softmax_with_loss,
         reference.softmax_with_loss,
         _scores_and_labels,
+    ),
+    *_loss_rows(
+        "softmax_with_loss",
+        layers.softmax_with_loss,
+        reference.softmax_with_loss,
+        _scores_and_labels,
+    ),
+    Check(
+        "softmax_with_loss_none_one_example",
+        partial(layers.softmax_with_loss, reduction="none"),
+        partial(reference.softmax_with_loss, reduction="none"),
+        _one_example_scores,
     ),
     Check(
         "masked_softmax_with_loss",

@@ -344,8 +344,8 @@ class Network:
             h, updated, s = layer.forward_rule(h, params, state, keys.get(i), train=True)
             new_state.update(updated)
             saved.append(s)
-        loss, residuals = self.last_layer.fn.fwd(h, t)
-        dout, _ = self.last_layer.fn.bwd(residuals, jnp.ones_like(loss))
+        loss, residuals = self.last_layer.fn.fwd(h, t, "mean")
+        dout, _ = self.last_layer.fn.bwd("mean", residuals, jnp.ones_like(loss))
 
         grads = {}
         if self.weight_decay:
