@@ -107,16 +107,6 @@ def _static_bool(name: str, value: object) -> bool:
     return value
 
 
-def _static_float(name: str, value: object, low: float, high: float, *, high_open: bool) -> float:
-    """A Python float (or int) in [low, high], or [low, high) with ``high_open``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a Python float, got {value!r} ({type(value).__name__})")
-    if not (low <= value < high if high_open else low <= value <= high):
-        interval = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return float(value)
-
-
 class _custom_vjp(jax.custom_vjp):
     """``jax.custom_vjp`` that names a bad argument before JAX sees it.
 

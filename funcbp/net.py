@@ -350,10 +350,8 @@ class Network:
         grads = {}
         if self.weight_decay:
             weights = tuple(params[w] for w in self.weights)
-            decay, residuals = norm.weight_decay.fwd(weights, float(self.weight_decay))
-            (dweights,) = norm.weight_decay.bwd(
-                float(self.weight_decay), residuals, jnp.ones_like(decay)
-            )
+            decay, residuals = norm.weight_decay.fwd(weights, self.weight_decay)
+            dweights, _ = norm.weight_decay.bwd(residuals, jnp.ones_like(decay))
             loss = loss + decay
             grads.update(zip(self.weights, dweights, strict=True))
         for layer, s in zip(reversed(self.layers), reversed(saved), strict=True):

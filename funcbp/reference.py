@@ -133,6 +133,11 @@ def pooling(x: ArrayLike, pool_h: int = 2, pool_w: int = 2, stride: int = 2, pad
     )
 
 
+def _value(hyperparameter: Any, dtype: Any) -> Array:
+    """A rate, lambda or momentum in the data's dtype, held constant, as the rules hold it."""
+    return jax.lax.stop_gradient(jnp.asarray(hyperparameter, dtype))
+
+
 def transpose(x: ArrayLike, axes: tuple[int, ...]) -> Array:
     return jnp.transpose(x, axes)
 
@@ -154,10 +159,11 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, running_mean: Ar
     if train:
         mu = jnp.mean(xw, axis=over, keepdims=True)
         var = jnp.mean((xw - mu) ** 2, axis=over, keepdims=True)
+        keep, take = _value(momentum, x.dtype), _value(1 - momentum, x.dtype)
         new_mean, new_var = jax.lax.stop_gradient(
             (
-                momentum * running_mean + (1 - momentum) * mu.reshape(-1),
-                momentum * running_var + (1 - momentum) * var.reshape(-1),
+                keep * running_mean + take * mu.reshape(-1),
+                keep * running_var + take * var.reshape(-1),
             )
         )
     else:
@@ -172,11 +178,14 @@ def dropout(
     x: ArrayLike, key: Any, rate: float = 0.5, train: bool = True, inverted: bool = False
 ) -> Array:
     x = jnp.asarray(x)
+    keep = _value(1 - rate, x.dtype)
     if not train:
-        return x if inverted else x * (1 - rate)
-    mask = (jax.random.uniform(key, x.shape) > rate).astype(x.dtype)
-    return x * mask / (1 - rate) if inverted else x * mask
+        return x if inverted else x * keep
+    draw = jax.random.uniform(key, x.shape)
+    mask = (draw > _value(rate, draw.dtype)).astype(x.dtype)
+    return x * mask / keep if inverted else x * mask
 
 
 def weight_decay(weights: Any, lam: float) -> Array:
-    return 0.5 * lam * sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights))
+    leaves = jax.tree.leaves(weights)
+    return _value(0.5 * lam, leaves[0].dtype) * sum(jnp.sum(jnp.square(w)) for w in leaves)
