@@ -3,9 +3,9 @@
 ``jax.grad`` of :func:`buy_apple` and :func:`buy_apple_orange` runs the
 hand-written rules of :func:`funcbp.mul` and :func:`funcbp.add`, node by node,
 right to left. :func:`buy_apple_layers` and :func:`buy_apple_orange_layers` do
-what section 5.4 does instead: they call each layer's ``fwd`` in order, then
-each ``bwd`` in reverse, carrying by hand what every ``fwd`` kept for its
-``bwd`` (the book's ``self.x`` and ``self.y``).
+what section 5.4 does instead: they call each layer's ``forward`` in order,
+then each ``backward`` in reverse, carrying by hand what every ``forward``
+kept for its ``backward`` (the book's ``self.x`` and ``self.y``).
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ def buy_apple_layers(
 ) -> tuple[Values, Values]:
     """Section 5.4.1: two mul layers, forward in order, then backward in reverse.
 
-    Each ``mul.fwd`` returns its output and what its ``mul.bwd`` needs (the
-    two inputs); each ``mul.bwd`` takes that and the upstream ``dout`` and
-    returns the inputs' gradients, swapped as a mul node swaps them.
+    Each ``mul.forward`` returns its output and what its ``mul.backward``
+    needs (the two inputs); each ``mul.backward`` takes that and the upstream
+    ``dout`` and returns the inputs' gradients, swapped as a mul node swaps them.
 
     Returns:
         ``(forward, backward)``: every value by the book's variable name, in
@@ -64,12 +64,12 @@ def buy_apple_layers(
         dapple 2.2, dapple_num 110.00000000000001, dtax 200.
     """
     # forward
-    apple_price, mul_apple_layer = mul.fwd(apple, apple_num)
-    price, mul_tax_layer = mul.fwd(apple_price, tax)
+    apple_price, mul_apple_layer = mul.forward(apple, apple_num)
+    price, mul_tax_layer = mul.forward(apple_price, tax)
     # backward
     dprice = jnp.ones_like(price)
-    dapple_price, dtax = mul.bwd(mul_tax_layer, dprice)
-    dapple, dapple_num = mul.bwd(mul_apple_layer, dapple_price)
+    dapple_price, dtax = mul.backward(mul_tax_layer, dprice)
+    dapple, dapple_num = mul.backward(mul_apple_layer, dapple_price)
     forward = {"apple_price": apple_price, "price": price}
     backward = {
         "dprice": dprice,
@@ -91,16 +91,16 @@ def buy_apple_orange_layers(
         dapple 2.2, dapple_num 110, dorange 3.3, dorange_num 165, dtax 650.
     """
     # forward
-    apple_price, mul_apple_layer = mul.fwd(apple, apple_num)  # (1)
-    orange_price, mul_orange_layer = mul.fwd(orange, orange_num)  # (2)
-    all_price, add_apple_orange_layer = add.fwd(apple_price, orange_price)  # (3)
-    price, mul_tax_layer = mul.fwd(all_price, tax)  # (4)
+    apple_price, mul_apple_layer = mul.forward(apple, apple_num)  # (1)
+    orange_price, mul_orange_layer = mul.forward(orange, orange_num)  # (2)
+    all_price, add_apple_orange_layer = add.forward(apple_price, orange_price)  # (3)
+    price, mul_tax_layer = mul.forward(all_price, tax)  # (4)
     # backward
     dprice = jnp.ones_like(price)
-    dall_price, dtax = mul.bwd(mul_tax_layer, dprice)  # (4)
-    dapple_price, dorange_price = add.bwd(add_apple_orange_layer, dall_price)  # (3)
-    dorange, dorange_num = mul.bwd(mul_orange_layer, dorange_price)  # (2)
-    dapple, dapple_num = mul.bwd(mul_apple_layer, dapple_price)  # (1)
+    dall_price, dtax = mul.backward(mul_tax_layer, dprice)  # (4)
+    dapple_price, dorange_price = add.backward(add_apple_orange_layer, dall_price)  # (3)
+    dorange, dorange_num = mul.backward(mul_orange_layer, dorange_price)  # (2)
+    dapple, dapple_num = mul.backward(mul_apple_layer, dapple_price)  # (1)
     forward = {
         "apple_price": apple_price,
         "orange_price": orange_price,

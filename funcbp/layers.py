@@ -5,13 +5,14 @@ Each layer reads top to bottom: the primal function, its ``_fwd`` returning
 residuals are exactly what the book's layer classes cache on ``self``.
 
 Each layer's two halves are public, to call by hand as section 5.4 calls
-``forward()`` and ``backward()``: ``out, saved = mul.fwd(x, y)`` is the
+``forward()`` and ``backward()``: ``out, cache = mul.forward(x, y)`` is the
 forward pass and what its backward needs (the book's ``self.x``, ``self.y``),
-and ``dx, dy = mul.bwd(saved, dout)`` is the backward pass. Every layer here
-works so: ``relu.fwd(x)`` keeps the mask, ``affine.bwd(saved, dout)``
-returns ``(dx, dW, db)``, and a rule returns None for labels ``t``, which get
-no gradient. :func:`funcbp.examples.buy_apple_layers` is the book's example
-written this way, and ``Network.backprop`` sweeps a network so.
+and ``dx, dy = mul.backward(cache, dout)`` is the backward pass; static
+arguments come first, as in ``softmax_with_loss.backward("mean", cache, dout)``.
+``relu.forward(x)`` keeps the mask, ``affine.backward(cache, dout)`` returns
+``(dx, dW, db)``, and a rule returns None for labels ``t``, which get no
+gradient. :func:`funcbp.examples.buy_apple_layers` is the book's example
+written this way.
 
 Every rule multiplies by the incoming cotangent ``dout``, so ``grad(3 * f)`` is
 three times ``grad(f)``. The rules compose with ``jit``, ``vmap``, ``lax.scan``,

@@ -168,8 +168,8 @@ def test_korean_labels_and_their_glyphs():
 
 def test_apple_layers_transcript_shows_the_code_that_ran_and_its_values():
     text = apple_layers("en")
-    assert "price, mul_tax_layer = mul.fwd(apple_price, tax)" in text
-    assert "dapple, dapple_num = mul.bwd(mul_apple_layer, dapple_price)" in text
+    assert "price, mul_tax_layer = mul.forward(apple_price, tax)" in text
+    assert "dapple, dapple_num = mul.backward(mul_apple_layer, dapple_price)" in text
     assert "# price = 220.00000000000003" in text
     assert "# dapple_num = 110.00000000000001" in text
 
@@ -181,21 +181,23 @@ def test_backprop_sweep_calls_each_rule_in_the_books_order():
     t = jnp.asarray(rng.integers(0, 10, size=3))
     calls, grads = backprop_calls(two_layer, params, x, t)
     assert [f"{c.layer}.{c.rule}" for c in calls] == [
-        "Affine1.fwd",
-        "Relu1.fwd",
-        "Affine2.fwd",
-        "SoftmaxWithLoss.fwd",
-        "SoftmaxWithLoss.bwd",
-        "Affine2.bwd",
-        "Relu1.bwd",
-        "Affine1.bwd",
+        "Affine1.forward",
+        "Relu1.forward",
+        "Affine2.forward",
+        "SoftmaxWithLoss.forward",
+        "SoftmaxWithLoss.backward",
+        "Affine2.backward",
+        "Relu1.backward",
+        "Affine1.backward",
     ]
     assert list(calls[-1].outputs) == ["dx", "dW1", "db1"]
     want = two_layer.backprop(params, x, t)
     for name in want:
         np.testing.assert_array_equal(grads[name], want[name])
     text = sweep_transcript(calls)
-    assert re.search(r"Affine2\.bwd +dout \(3, 10\) +-> dx \(3, 50\), dW2 \(50, 10\), db2", text)
+    assert re.search(
+        r"Affine2\.backward +dout \(3, 10\) +-> dx \(3, 50\), dW2 \(50, 10\), db2", text
+    )
 
 
 def test_a_network_prints_as_the_books_ordered_dict():
@@ -218,7 +220,7 @@ def test_index_has_one_sentence_per_figure_naming_section_and_figure(lang):
     for i, figure in enumerate(FIGURES.values(), 1):
         assert figure.sentence(lang) in page
         assert f"({i:02d}-{figure.name}.png)" in page
-    assert "Affine1.fwd" in page and "mul.bwd(mul_tax_layer, dprice)" in page
+    assert "Affine1.forward" in page and "mul.backward(mul_tax_layer, dprice)" in page
     sigmoid = FIGURES["sigmoid"].sentence(lang)
     assert sigmoid.startswith(
         "Section 5.5.2, Figures 5-19 to 5-22: " if lang == "en" else "5.5.2절, 그림 5-19 ~ 5-22: "

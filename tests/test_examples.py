@@ -63,7 +63,7 @@ def test_experiment_prints_the_books_numbers(script, lines, capsys):
     assert capsys.readouterr().out.splitlines() == lines
 
 
-# --- section 5.4: each layer's fwd in order, then each bwd in reverse -----------------
+# --- section 5.4: each layer's forward in order, then each backward in reverse --------
 
 
 def test_buy_apple_layers_gives_the_books_numbers_in_the_books_order():

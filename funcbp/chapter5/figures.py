@@ -135,7 +135,7 @@ def relu_figure(lang: str) -> Graph:
         return relu(x)
 
     x = _floats([[1.0, -0.5], [-2.0, 3.0]])
-    _, mask = relu.fwd(x)  # what the layer keeps for its backward: the book's self.mask
+    _, mask = relu.forward(x)  # what the layer keeps for its backward: the book's self.mask
     graph = trace(y, x, cotangent=jnp.ones_like(x))
     note = TEXT[lang]["relu"]["note"].format(mask=format_value(np.asarray(mask)))
     return graph.annotate(nodes={"Relu": note})

@@ -1,8 +1,8 @@
-"""Sections 5.4 and 5.7 as transcripts: each layer's fwd and bwd, called in the book's order.
+"""Sections 5.4 and 5.7 as transcripts: each layer's forward and backward, in order.
 
 :func:`apple_layers` runs :func:`funcbp.examples.buy_apple_layers` and shows
 its code with the values it computed. :func:`backprop_calls` runs a network's
-own ``backprop`` sweep and records every ``fwd`` and ``bwd`` it makes, so
+own ``backprop`` sweep and records every forward and backward rule it runs, so
 the transcript is the sweep itself, not a copy of it.
 """
 
@@ -42,12 +42,12 @@ def apple_layers(lang: str = "en") -> str:
 
 @dataclass(frozen=True)
 class Call:
-    """One call of a layer's rule: ``Affine1.fwd`` or ``Affine1.bwd``, its arrays in and out.
+    """One call of a layer's rule, ``Affine1.forward`` or ``.backward``: its arrays in and out.
 
     Attributes:
-        layer, rule: ``Affine1`` and ``fwd`` or ``bwd``.
+        layer, rule: ``Affine1`` and ``forward`` or ``backward``.
         inputs, outputs: the arrays by name: ``x``, ``out``; ``dout``, ``dx``, ``dW1``.
-        kept: what a ``fwd`` keeps for its ``bwd`` (the book's ``self.x``, ``self.mask``).
+        kept: what a forward keeps for its backward (the book's ``self.x``, ``self.mask``).
     """
 
     layer: str
@@ -64,13 +64,13 @@ class _Recorded(Layer):
     def forward_rule(self, h, params, state, key, *, train):
         out, new_state, saved = super().forward_rule(h, params, state, key, train=train)
         kept = tuple(jax.tree.leaves(saved[1]))
-        self.calls.append(Call(self.name, "fwd", {"x": h}, {"out": out}, kept))
+        self.calls.append(Call(self.name, "forward", {"x": h}, {"out": out}, kept))
         return out, new_state, saved
 
     def backward_rule(self, saved, dout):
         dx, dparams = super().backward_rule(saved, dout)
         grads = {"dx": dx, **{f"d{name}": g for name, g in dparams.items()}}
-        self.calls.append(Call(self.name, "bwd", {"dout": dout}, grads))
+        self.calls.append(Call(self.name, "backward", {"dout": dout}, grads))
         return dx, dparams
 
 
@@ -84,15 +84,15 @@ class _RecordingNetwork(Network):
     def last_layer(self) -> Layer:
         last, calls = super().last_layer, self.calls
 
-        def fwd(h, t):
-            loss, residuals = last.fn.fwd(h, t)
+        def fwd(h, t, *static):
+            loss, residuals = last.fn.fwd(h, t, *static)
             kept = tuple(jax.tree.leaves(residuals))
-            calls.append(Call(last.name, "fwd", {"x": h, "t": t}, {"loss": loss}, kept))
+            calls.append(Call(last.name, "forward", {"x": h, "t": t}, {"loss": loss}, kept))
             return loss, residuals
 
-        def bwd(residuals, dout):
-            dx, dt = last.fn.bwd(residuals, dout)
-            calls.append(Call(last.name, "bwd", {"dout": dout}, {"dx": dx}))
+        def bwd(*args):
+            dx, dt = last.fn.bwd(*args)
+            calls.append(Call(last.name, "backward", {"dout": args[-1]}, {"dx": dx}))
             return dx, dt
 
         return dataclasses.replace(last, fn=SimpleNamespace(fwd=fwd, bwd=bwd))
@@ -114,10 +114,11 @@ def backprop_calls(net: Network, params, x, t) -> tuple[list[Call], dict[str, ja
 
 
 def sweep_transcript(calls: list[Call], lang: str = "en") -> str:
-    """The forward calls, then the backward ones: ``Affine1.fwd  x (3, 784) -> out (3, 50)``."""
+    """The forward calls, then the backward ones: ``Affine1.forward  x (3, 784) -> out (3, 50)``."""
     w = words(lang)
     lines = []
-    for rule, header in (("fwd", w["forward"]), ("bwd", w["backward"])):
+    for rule in ("forward", "backward"):
+        header = w[rule]
         lines.append(f"# {header}")
         for c in calls:
             if c.rule != rule:
@@ -125,7 +126,7 @@ def sweep_transcript(calls: list[Call], lang: str = "en") -> str:
             ins = ", ".join(f"{k} {_brief(v)}" for k, v in c.inputs.items())
             outs = ", ".join(f"{k} {_brief(v)}" for k, v in c.outputs.items())
             kept = f"   {w['keeps']} " + ", ".join(_brief(v) for v in c.kept) if c.kept else ""
-            lines.append(f"{c.layer + '.' + c.rule:<20} {ins:<26} -> {outs}{kept}")
+            lines.append(f"{c.layer + '.' + c.rule:<25} {ins:<24} -> {outs}{kept}")
     return "\n".join(lines)
 
 

@@ -232,12 +232,14 @@ WORDS = {
         "figures": "Figures",
         "no_figure": "no figure of the book",
         "steps_54": "5.4: the layers called one by one",
-        "steps_54_intro": "`funcbp.examples.buy_apple_layers` calls each layer's `fwd` in order, "
-        "then each `bwd` in reverse, carrying what each `fwd` kept by hand. The code that ran:",
+        "steps_54_intro": "`funcbp.examples.buy_apple_layers` calls each layer's `forward` in "
+        "order, then each `backward` in reverse, carrying what each `forward` kept by hand. "
+        "The code that ran:",
         "values": "Its values, in the order computed:",
         "steps_57": "5.7: the backprop sweep, layer by layer",
         "steps_57_intro": "`funcbp.two_layer.backprop` on the first 3 training digits: each "
-        "layer's `fwd` in the OrderedDict's order, then each `bwd` in reverse from dout = 1.",
+        "layer's `forward` in the OrderedDict's order, then each `backward` in reverse from "
+        "dout = 1.",
         "forward": "forward",
         "backward": "backward",
         "keeps": "keeps",
@@ -254,14 +256,14 @@ WORDS = {
         "figures": "그림",
         "no_figure": "책의 그림은 아님",
         "steps_54": "5.4: 계층을 하나씩 호출하기",
-        "steps_54_intro": "`funcbp.examples.buy_apple_layers`는 각 계층의 `fwd`(순전파)를 "
-        "순서대로 호출하고, `bwd`(역전파)를 반대 순서로 호출하며, `fwd`가 남긴 값을 직접 "
+        "steps_54_intro": "`funcbp.examples.buy_apple_layers`는 각 계층의 `forward`(순전파)를 "
+        "순서대로 호출하고, `backward`(역전파)를 반대 순서로 호출하며, `forward`가 남긴 값을 직접 "
         "넘깁니다. 실행한 코드:",
         "values": "계산한 순서대로의 값:",
         "steps_57": "5.7: 계층별 역전파",
         "steps_57_intro": "훈련 데이터의 처음 3개 숫자에 대한 `funcbp.two_layer.backprop`: "
-        "OrderedDict의 순서대로 각 계층의 `fwd`, 그다음 dout = 1에서 시작해 반대 순서로 "
-        "`bwd`를 호출합니다.",
+        "OrderedDict의 순서대로 각 계층의 `forward`, 그다음 dout = 1에서 시작해 반대 순서로 "
+        "`backward`를 호출합니다.",
         "forward": "순전파",
         "backward": "역전파",
         "keeps": "보관",
