@@ -1,5 +1,9 @@
 """Networks as layer sequences: the four gradient methods agree; backprop uses no autodiff."""
 
+import json
+import os
+import subprocess
+import sys
 from functools import partial
 
 import chex
@@ -365,3 +369,84 @@ def test_batch_norm_state_must_be_in_its_statistics_dtype(batch):
         _EXTEND.predict(params, x, in_bf16, compute_dtype="bfloat16")
     with pytest.raises(TypeError, match=r"must have dtype float64.*computing in float64"):
         _EXTEND.predict(params, x, _EXTEND.init_state(), compute_dtype="float64")
+
+
+# --- batch-sharded inputs, on 4 forced CPU devices ------------------------------------
+
+# Every zoo network, small; each is built inside the subprocess from its expression.
+SHARDED_NETS = {
+    "two-layer": "zoo.two_layer_net(20, 8, 4)",
+    "multi-layer": "zoo.network([7, 6], 'sigmoid', weight_decay=0.1, input_size=20, output_size=4)",
+    "multi-layer-extend": (
+        "zoo.network([7, 6], batch_norm=True, dropout=0.3, input_size=20, output_size=4)"
+    ),
+    "simple-convnet": "zoo.simple_convnet_net((1, 10, 10), 3, 3, 5, 4, weight_init_std=0.3)",
+    "simple-convnet-nchw": (
+        "zoo.simple_convnet_net((1, 10, 10), 3, 3, 5, 4, weight_init_std=0.3, layout='NCHW')"
+    ),
+    "deep-convnet": "zoo.deep_convnet_net((1, 12, 12), filters=(3, 4, 5), hidden_size=6)",
+}
+
+# One network's gradients (and new layer state) on x and t sharded over the batch
+# of a 4-device mesh, against one device's: both axis types; eagerly, the rules through
+# jax.grad and the explicit sweep, and jax.grad under jit. Each case prints its largest
+# error relative to the largest entry of the one-device result (the biases before
+# batch norm have a zero gradient, so their float32 values are rounding noise), or
+# the error it raised.
+_SHARDED_SCRIPT = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from funcbp import zoo
+
+net = eval(sys.argv[1])
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.uniform(0, 1, (8, *net.input_shape)), jnp.float32)
+t = jnp.asarray(rng.integers(0, 4, 8), jnp.int32)
+params, state = net.init(jax.random.key(0)), net.init_state()
+key = jax.random.key(1)
+
+def error(got, want):
+    scale = max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(want))
+    return max(float(jnp.max(jnp.abs(g - w))) for g, w in
+               zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True)) / scale
+
+meshes = {"explicit": jax.make_mesh((4,), ("batch",)),  # JAX's default axis type
+          "auto": jax.make_mesh((4,), ("batch",), axis_types=(AxisType.Auto,))}
+out = {"default_is_explicit": meshes["explicit"].axis_types == (AxisType.Explicit,)}
+run = {m: lambda p, x, t, s, m=m: net.value_and_grad(p, x, t, s, key=key, method=m)
+       for m in ("manual", "backprop")}
+run["jit"] = jax.jit(run["manual"])
+(_, want_state), want = run["jit"](params, x, t, state)
+for axes, mesh in meshes.items():
+    for how in ("manual", "backprop", "jit"):  # eagerly, both sweeps; under jit
+        try:
+            with jax.set_mesh(mesh):
+                batch, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
+                xs, ts = jax.device_put(x, batch), jax.device_put(t, batch)
+                ps, ss = jax.device_put((params, state), replicated)
+                (_, new_state), grads = run[how](ps, xs, ts, ss)
+            out[f"{axes}/{how}"] = {"grads": error(grads, want),
+                                    "state": error(new_state, want_state) if state else 0.0}
+        except Exception as e:
+            out[f"{axes}/{how}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHARDED_NETS)
+def test_batch_sharded_gradients_equal_one_devices(name):
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED_SCRIPT, SHARDED_NETS[name]],
+        env=env, capture_output=True, text=True, timeout=200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out.pop("default_is_explicit")
+    assert len(out) == 6  # 2 axis types x (2 sweeps eagerly, 1 under jit)
+    failed = [f"{case}: {r}" for case, r in out.items() if isinstance(r, str)]
+    assert not failed, "\n".join(failed)
+    for case, r in out.items():
+        assert r["grads"] < 1e-5 and r["state"] < 1e-5, (case, r)
