@@ -65,7 +65,10 @@ def defvjp(fn: Any, fwd: Callable[..., Any], bwd: Callable[..., Any]) -> None:
 
     ``fwd`` and ``bwd`` are written as for ``jax.custom_vjp`` and never see
     mesh axes; the residuals stay exactly what ``fwd`` returns, plus a static
-    record of the primals' varying axes.
+    record of the primals' varying axes. ``fn.forward`` and ``fn.backward``
+    are ``fwd`` and ``bwd`` themselves, the book's two methods, for calling a
+    layer step by step: ``out, cache = fn.forward(*args)``, then
+    ``fn.backward(*static_args, cache, dout)``.
     """
     nondiff = frozenset(fn.nondiff_argnums)
 
@@ -80,3 +83,4 @@ def defvjp(fn: Any, fwd: Callable[..., Any], bwd: Callable[..., Any]) -> None:
         return _retyped(tuple(bwd(*static, res, dout)), primal)
 
     fn.defvjp(typed_fwd, typed_bwd)
+    fn.forward, fn.backward = fwd, bwd

@@ -1,4 +1,4 @@
-"""The ``funcbp`` command: gradcheck, train, evaluate, bench, graph.
+"""The ``funcbp`` command: gradcheck, train, evaluate, bench, graph, experiment.
 
 ``main(argv)`` returns the exit status, so tests call it directly. Bad input
 gives one line on stderr and a non-zero status, never a traceback.
@@ -474,6 +474,46 @@ def _run_graph(args) -> int:
     return 0
 
 
+# --- experiment -------------------------------------------------------------
+
+
+def _add_experiment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="the experiment (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and their scripts")
+    p.add_argument("--seeds", type=int, metavar="K", help="models per setting (mean ± std)")
+    p.add_argument("--seed", type=int, help="the first seed (default 0)")
+    p.add_argument("--quick", action="store_true", help="a small run of seconds, a first look")
+    p.add_argument("--data", help="mnist-5k (bundled, default), mnist or a folder of IDX files")
+    p.add_argument("--params", metavar="FILE", help="the model's params, e.g. the book's .pkl")
+    p.add_argument("--run-dir", metavar="DIR", help="a funcbp train run folder of the model")
+    p.add_argument(
+        "--out", metavar="DIR", help="run folder (default: runs/NAME/<date>-<time>-<id>)"
+    )
+    p.add_argument("--resume", metavar="DIR", help="continue the stopped experiment in DIR")
+    p.set_defaults(run=_run_experiment)
+
+
+def _run_experiment(args) -> int:
+    from funcbp import experiments
+
+    if args.list:
+        print(experiments.listing())
+        return 0
+    if args.name is None and args.resume is None:
+        raise UsageError("give NAME (see --list), or --resume DIR")
+    given = {k: getattr(args, k) for k in ("seeds", "seed", "quick", "data", "params", "run_dir")}
+    try:
+        outcome = experiments.run(args.name, out=args.out, resume=args.resume, **given)
+    except experiments.Stopped as e:
+        print(f"funcbp experiment: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
+    for claim in outcome.claims:
+        print(claim.line())
+    print(f"{outcome.results['settings']['name']}: {outcome.results['seconds']:.1f} s; "
+          f"wrote {outcome.out}")  # fmt: skip
+    return 0
+
+
 # --- entry point ------------------------------------------------------------
 
 
@@ -512,6 +552,13 @@ _COMMANDS = {
         "draw one of the book's computational graphs with its values and gradients",
         None,
         _add_graph,
+    ),
+    "experiment": (
+        "run one of the book's experiments of chapters 6 to 8, with its figure and claims",
+        "Run one of the book's experiments (ch06 to ch08) as jitted programs over several "
+        "seeds; write its figure with mean ± std bands, results.json and one line per claim "
+        "saying whether it held on this data.",
+        _add_experiment,
     ),
 }
 

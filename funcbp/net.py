@@ -515,16 +515,14 @@ class Network:
             h, updated, s = layer.forward_rule(h, p, state, keys.get(i), train=True)
             new_state.update(updated)
             saved.append(s)
-        loss, residuals = self.last_layer.fn.fwd(h.astype(precision.params), t)
-        dout, _ = self.last_layer.fn.bwd(residuals, jnp.ones_like(loss))
+        loss, residuals = self.last_layer.fn.fwd(h.astype(precision.params), t, "mean")
+        dout, _ = self.last_layer.fn.bwd("mean", residuals, jnp.ones_like(loss))
 
         grads = {}
         if self.weight_decay:
             weights = tuple(params[w] for w in self.weights)
-            decay, residuals = norm.weight_decay.fwd(weights, float(self.weight_decay))
-            (dweights,) = norm.weight_decay.bwd(
-                float(self.weight_decay), residuals, jnp.ones_like(decay)
-            )
+            decay, residuals = norm.weight_decay.fwd(weights, self.weight_decay)
+            dweights, _ = norm.weight_decay.bwd(residuals, jnp.ones_like(decay))
             loss = loss + decay
             grads.update(zip(self.weights, dweights, strict=True))
         for layer, s in zip(reversed(self.layers), reversed(saved), strict=True):
