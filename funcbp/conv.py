@@ -22,8 +22,11 @@ from functools import partial, reduce
 import jax
 import jax.numpy as jnp
 from jax import Array, lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
+from funcbp import _vma
 from funcbp.layers import _floating, _same_dtype, _static_int
 
 __all__ = ["convolution", "pooling", "transpose"]
@@ -140,7 +143,10 @@ def _interleave(pieces: Sequence[Array], size, kw: int, stride: int, pad: int, a
         order += [axis + 2, *([0] if axis == h else []), *([1] if axis == w else [])]
     tiled = list(shape)
     tiled[h], tiled[w] = shape[h] * stride, shape[w] * stride
-    image = tiles.transpose(order).reshape(tiled)
+    # One merge per reshape (OW with its offsets, then OH): a batch-sharded x on an
+    # Explicit mesh has a sharding rule for a single merge, not for two at once.
+    half = [*tiled[:h], shape[h], stride, *tiled[h + 1 :]]
+    image = tiles.transpose(order).reshape(half).reshape(tiled)
     config = [(0, 0, 0)] * len(shape)
     for axis, full in ((h, size[0]), (w, size[1])):
         config[axis] = (-pad, full + pad - tiled[axis], 0)  # <= 0: crops
@@ -315,14 +321,19 @@ def _convolution_bwd(stride, pad, layout, res, dout):
     fn, _, fh, fw = W.shape
     dout = _to_nhwc(dout, layout).reshape(-1, fn)
     db = jnp.sum(dout, axis=0)
+    # With a batch-sharded x on an Explicit mesh, dout.T @ col contracts the sharded
+    # axis; the result is laid out like W's filters (replicated, for data parallelism),
+    # on col's mesh, which a W off the mesh lacks.
+    like_W = NamedSharding(jax.typeof(col).sharding.mesh, P(jax.typeof(W).sharding.spec[0]))
+    dW = jnp.matmul(dout.T, col.reshape(-1, col.shape[-1]), out_sharding=like_W)
     # col's columns run (FH, FW, C); dW goes back to the book's (FN, C, FH, FW).
-    dW = (dout.T @ col.reshape(-1, col.shape[-1])).reshape(fn, fh, fw, -1).transpose(0, 3, 1, 2)
+    dW = dW.reshape(fn, fh, fw, -1).transpose(0, 3, 1, 2)
     dcol = (dout @ _filters(W)).reshape(col.shape)
     dx = _col2im(dcol, fh, fw, stride, pad)
     return _from_nhwc(dx, layout), dW, db
 
 
-convolution.defvjp(_convolution_fwd, _convolution_bwd)
+_vma.defvjp(convolution, _convolution_fwd, _convolution_bwd)
 
 
 # --- Pooling ----------------------------------------------------------------
@@ -388,7 +399,7 @@ def _pooling_bwd(pool_h, pool_w, stride, pad, layout, arg_max, dout):
     return (_add_windows(pieces, size, pool_w, stride, pad, axes),)
 
 
-pooling.defvjp(_pooling_fwd, _pooling_bwd)
+_vma.defvjp(pooling, _pooling_fwd, _pooling_bwd)
 
 
 # --- Transpose --------------------------------------------------------------
@@ -425,4 +436,4 @@ def _transpose_bwd(axes, _, dout):
     return (jnp.transpose(dout, inverse),)
 
 
-transpose.defvjp(_transpose_fwd, _transpose_bwd)
+_vma.defvjp(transpose, _transpose_fwd, _transpose_bwd)
