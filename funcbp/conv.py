@@ -101,9 +101,10 @@ def _memory_bytes() -> int | None:
 @jax.tree_util.register_static
 @dataclass(frozen=True)
 class _Kept:
-    """What a rule keeps besides arrays: x's (H, W), which OH no longer tells."""
+    """What a rule keeps besides arrays: x's (H, W), which OH no longer tells, and the bias."""
 
     size: tuple[int, int]
+    bias: bool = True
 
 
 def _image(x: ArrayLike, layout: str) -> Array:
@@ -315,14 +316,19 @@ def col2im(
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
 def convolution(
-    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: int = 1, pad: int = 0, layout: str = "NCHW"
+    x: ArrayLike,
+    W: ArrayLike,
+    b: ArrayLike | None,
+    stride: int = 1,
+    pad: int = 0,
+    layout: str = "NCHW",
 ) -> Array:
     """The book's Convolution: im2col, then one matmul with the filters.
 
     Args:
         x: (N, C, H, W), or (N, H, W, C) for ``layout="NHWC"``.
         W: (FN, C, FH, FW), the book's filters, whatever the layout.
-        b: (FN,).
+        b: (FN,), or None for a convolution without bias.
         stride, pad: Python ints; the padding is with zeros.
 
     Returns:
@@ -331,9 +337,9 @@ def convolution(
         window reaches are left out).
 
     Backward, with ``col = im2col(x)`` and ``dout`` as (N*OH*OW, FN):
-    ``dW = (col.T @ dout).T`` reshaped to W's shape, ``db = sum(dout, 0)``,
-    ``dx = col2im(dout @ W.reshape(FN, -1))``, 0 on the rows and columns that
-    no window reaches.
+    ``dW = (col.T @ dout).T`` reshaped to W's shape, ``db = sum(dout, 0)``
+    (none without a bias), ``dx = col2im(dout @ W.reshape(FN, -1))``, 0 on
+    the rows and columns that no window reaches.
     """
     return _convolution_fwd(x, W, b, stride, pad, layout)[0]
 
@@ -341,7 +347,7 @@ def convolution(
 def _convolution_fwd(x, W, b, stride=1, pad=0, layout="NCHW"):
     _spatial_axes(layout)
     stride, pad = _static_int("stride", stride, 1), _static_int("pad", pad, 0)
-    x, W, b = _image(x, layout), _floating("W", W), _floating("b", b)
+    x, W = _image(x, layout), _floating("W", W)
     if x.shape[1 if layout == "NCHW" else 3] == 0:
         raise ValueError(f"x must have at least 1 channel, got shape {x.shape}")
     if W.ndim != 4:
@@ -357,21 +363,26 @@ def _convolution_fwd(x, W, b, stride=1, pad=0, layout="NCHW"):
             f"W must have {x.shape[3]} input channels (W.shape[1]) to match x's channels, "
             f"got W of shape {W.shape}"
         )
-    if b.shape != (fn,):
-        raise ValueError(f"b must have shape ({fn},) to match W's {fn} filters, got {b.shape}")
-    _same_dtype(x=x, W=W, b=b)
+    bias = {} if b is None else {"b": _floating("b", b)}
+    if bias and bias["b"].shape != (fn,):
+        raise ValueError(
+            f"b must have shape ({fn},) to match W's {fn} filters, got {bias['b'].shape}"
+        )
+    _same_dtype(x=x, W=W, **bias)
     col = _im2col(x, fh, fw, stride, pad)  # (N, OH, OW, FH*FW*C)
-    out = col.reshape(-1, col.shape[-1]) @ _filters(W).T + b[None, :]
+    out = col.reshape(-1, col.shape[-1]) @ _filters(W).T
+    if bias:
+        out = out + bias["b"][None, :]
     out = out.reshape(*col.shape[:3], fn)
     # The book keeps x, col and col_W = W.reshape(FN, -1).T; of x, the rule needs its size.
-    return _from_nhwc(out, layout), (col, W, _Kept(x.shape[1:3]))
+    return _from_nhwc(out, layout), (col, W, _Kept(x.shape[1:3], bias=bool(bias)))
 
 
 def _convolution_bwd(stride, pad, layout, res, dout):
     col, W, kept = res
     fn, _, fh, fw = W.shape
     dout = _to_nhwc(dout, layout).reshape(-1, fn)
-    db = jnp.sum(dout, axis=0)
+    db = jnp.sum(dout, axis=0) if kept.bias else None
     # With a batch-sharded x on an Explicit mesh, dout.T @ col contracts the sharded
     # axis; the result is laid out like W's filters (replicated, for data parallelism),
     # on col's mesh, which a W off the mesh lacks.

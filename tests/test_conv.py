@@ -229,6 +229,34 @@ def test_resnet_stem_pool_takes_112_to_56():
     chex.assert_trees_all_close(got, want, rtol=1e-13, atol=1e-15)
 
 
+# --- without a bias ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_convolution_without_bias_has_no_db(layout):
+    rng = _rng()
+    x, W = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    if layout == "NHWC":
+        x = x.transpose(_NHWC)
+    dout = rng.standard_normal(
+        jax.eval_shape(lambda: conv.convolution(x, W, None, 2, 1, layout)).shape
+    )
+    out, (dx, dW, db) = _vjp(
+        lambda x, W, b: conv.convolution(x, W, b, 2, 1, layout), (x, W, None), dout
+    )
+    assert db is None
+    with_zero_bias = _vjp(
+        lambda x, W: conv.convolution(x, W, np.zeros(4), 2, 1, layout), (x, W), dout
+    )
+    chex.assert_trees_all_equal((out, (dx, dW)), with_zero_bias)
+    twin = _vjp(lambda x, W: reference.convolution(x, W, None, 2, 1, layout), (x, W), dout)
+    chex.assert_trees_all_close((out, (dx, dW)), twin, rtol=1e-12, atol=1e-13)
+    grads = jax.jit(
+        jax.grad(lambda x, W, b: jnp.sum(conv.convolution(x, W, b, 1, 0, layout)), (0, 1, 2))
+    )
+    assert grads(x, W, None)[2] is None
+
+
 # --- layouts --------------------------------------------------------------------
 
 
