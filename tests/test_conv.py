@@ -105,15 +105,22 @@ def test_im2col_and_col2im_match_the_books_helpers(case):
     rng = _rng()
     x = rng.standard_normal(shape)
     col = book_numpy.im2col(x, fh, fw, stride, pad)
-    chex.assert_trees_all_equal(conv.im2col(x, fh, fw, stride, pad), col)
     dcol = rng.standard_normal(col.shape)
     want = book_numpy.col2im(dcol, x.shape, fh, fw, stride, pad)
-    chex.assert_trees_all_close(conv.col2im(dcol, x.shape, fh, fw, stride, pad), want)
     nhwc_shape = tuple(shape[i] for i in (0, 2, 3, 1))
-    nhwc = conv.col2im(dcol, nhwc_shape, fh, fw, stride, pad, layout="NHWC")
-    chex.assert_trees_all_close(nhwc.transpose(0, 3, 1, 2), want)
-    nhwc_col = conv.im2col(x.transpose(0, 2, 3, 1), fh, fw, stride, pad, "NHWC")
-    chex.assert_trees_all_equal(nhwc_col, col)
+
+    @jax.jit  # one program, not an op-by-op dispatch of every slice
+    def helpers(x, dcol):
+        return (
+            conv.im2col(x, fh, fw, stride, pad),
+            conv.im2col(x.transpose(0, 2, 3, 1), fh, fw, stride, pad, "NHWC"),
+            conv.col2im(dcol, shape, fh, fw, stride, pad),
+            conv.col2im(dcol, nhwc_shape, fh, fw, stride, pad, "NHWC").transpose(0, 3, 1, 2),
+        )
+
+    got_col, got_nhwc_col, got, got_nhwc = helpers(x, dcol)
+    chex.assert_trees_all_equal((got_col, got_nhwc_col), (col, col))
+    chex.assert_trees_all_close((got, got_nhwc), (want, want))
 
 
 # --- the floor, against loops over every window ---------------------------------
@@ -166,7 +173,7 @@ FLOOR_CASES = {
     "3x3 stride 2 on 8x8, last row and column reached by no window": ((2, 2, 8, 8), 3, 2, 0),
     "2x2 stride 2 on 7x9, no overlap": ((2, 2, 7, 9), 2, 2, 0),
     "2x2 stride 3 pad 1 on 7x9, gaps": ((1, 2, 7, 9), 2, 3, 1),
-    "3x2 stride 4 pad 2 on 9x7": ((1, 3, 9, 7), 3, 4, 2),
+    "3x3 stride 4 pad 2 on 9x7": ((1, 3, 9, 7), 3, 4, 2),
 }
 _NHWC = (0, 2, 3, 1)
 
@@ -211,9 +218,15 @@ def test_rows_and_columns_no_window_reaches_get_zero_gradient():
     # 3x3 windows two apart on 8x8 reach rows 0..6: row 7 and column 7 are left out.
     x = _rng().standard_normal((1, 2, 8, 8)) + 10.0  # the max of a window is never the padding
     W = np.ones((1, 2, 3, 3))
-    dx_conv = jax.grad(lambda x: jnp.sum(conv.convolution(x, W, np.zeros(1), 2)))(x)
-    dx_pool = jax.grad(lambda x: jnp.sum(conv.pooling(x, 3, 3, 2)))(x)
-    for dx in (dx_conv, dx_pool):
+
+    @jax.jit
+    def grads(x):
+        def conv_loss(x):
+            return jnp.sum(conv.convolution(x, W, np.zeros(1), 2))
+
+        return jax.grad(conv_loss)(x), jax.grad(lambda x: jnp.sum(conv.pooling(x, 3, 3, 2)))(x)
+
+    for dx in grads(x):
         assert np.all(dx[..., 7, :] == 0) and np.all(dx[..., :, 7] == 0)
         assert np.any(dx[..., 6, :] != 0) and np.any(dx[..., :, 6] != 0)
 
