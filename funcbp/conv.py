@@ -87,15 +87,23 @@ _FILTER = ("the filter height", "the filter width")
 
 @cache
 def _memory_bytes() -> int | None:
-    """The memory of all devices together (CPU devices share the host's); None if unknown."""
-    devices = jax.devices()
+    """The memory of all devices together, None if unknown.
+
+    CPU devices share their host's memory; every process is taken to have as
+    much as this one.
+    """
+    devices = jax.local_devices()
     if devices[0].platform == "cpu":
         try:
-            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            local = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         except (AttributeError, ValueError, OSError):
             return None
-    limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
-    return sum(limits) if all(limits) else None
+    else:
+        limits = [(d.memory_stats() or {}).get("bytes_limit") for d in devices]
+        if not all(limits):
+            return None
+        local = sum(limits)
+    return local * jax.process_count()
 
 
 @jax.tree_util.register_static

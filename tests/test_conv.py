@@ -584,6 +584,15 @@ BAD_INPUTS = [
 test_bad_input_raises_naming_the_argument = bad_input_test(BAD_INPUTS)
 
 
+def test_a_pad_is_refused_by_the_memory_its_windows_take(monkeypatch):
+    # im2col of X with a 3x3 filter: 2*3*(4*4)*9 float64s = 6912 bytes at pad 0,
+    # 2*3*(6*6)*9*8 = 15552 at pad 1.
+    monkeypatch.setattr(conv, "_memory_bytes", lambda: 10_000)
+    assert conv.convolution(X, W, B).shape == (2, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"pad 1 pads x's height and width to 8 x 8 .*more than"):
+        conv.convolution(X, W, B, pad=1)
+
+
 def test_bad_input_raises_under_jit_and_grad_too():
     with pytest.raises(ValueError, match="W must have 3 input channels"):
         jax.jit(jax.grad(lambda W: jnp.sum(conv.convolution(X, W, B))))(jnp.ones((4, 2, 3, 3)))
