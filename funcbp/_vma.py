@@ -21,9 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax import lax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-__all__ = ["defvjp"]
+__all__ = ["defvjp", "weight_gradient"]
 
 
 def _varying(x: Any) -> frozenset[str]:
@@ -58,6 +61,22 @@ def _retyped(cts: tuple[Any, ...], primal: _PrimalAxes) -> tuple[Any, ...]:
             continue
         out.append(jax.tree.unflatten(treedef, map(_retype, leaves, axes)))
     return tuple(out)
+
+
+def weight_gradient(a: Any, b: Any, like: Any) -> Any:
+    """``a @ b`` laid out like the weight ``like``: the ``dW`` of a data-parallel rule.
+
+    With batch-sharded activations on an Explicit mesh, ``a @ b`` contracts the
+    sharded batch, and JAX asks where the result should live. It lives where
+    the weight does (replicated, for data parallelism), on the activations'
+    mesh: a weight never placed on the mesh has no mesh of its own. The rows
+    follow the weight's first axis; a weight of more than 2 dims (conv filters)
+    has its other axes merged into the columns, which stay whole.
+    """
+    mesh = jax.typeof(a).sharding.mesh
+    spec = tuple(jax.typeof(like).sharding.spec) + (None,) * like.ndim
+    rows_and_columns = spec[:2] if like.ndim == 2 else (spec[0], None)
+    return jnp.matmul(a, b, out_sharding=NamedSharding(mesh, P(*rows_and_columns)))
 
 
 def defvjp(fn: Any, fwd: Callable[..., Any], bwd: Callable[..., Any]) -> None:

@@ -30,8 +30,6 @@ from functools import cache, partial, reduce
 import jax
 import jax.numpy as jnp
 from jax import Array, lax
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from funcbp import _vma
@@ -391,11 +389,7 @@ def _convolution_bwd(stride, pad, layout, res, dout):
     fn, _, fh, fw = W.shape
     dout = _to_nhwc(dout, layout).reshape(-1, fn)
     db = jnp.sum(dout, axis=0) if kept.bias else None
-    # With a batch-sharded x on an Explicit mesh, dout.T @ col contracts the sharded
-    # axis; the result is laid out like W's filters (replicated, for data parallelism),
-    # on col's mesh, which a W off the mesh lacks.
-    like_W = NamedSharding(jax.typeof(col).sharding.mesh, P(jax.typeof(W).sharding.spec[0]))
-    dW = jnp.matmul(dout.T, col.reshape(-1, col.shape[-1]), out_sharding=like_W)
+    dW = _vma.weight_gradient(dout.T, col.reshape(-1, col.shape[-1]), W)
     # col's columns run (FH, FW, C); dW goes back to the book's (FN, C, FH, FW).
     dW = dW.reshape(fn, fh, fw, -1).transpose(0, 3, 1, 2)
     dcol = (dout @ _filters(W)).reshape(col.shape)

@@ -508,9 +508,7 @@ def _affine_bwd(res, dout):
     x, W, b = res
     x2d, dout = _rows(x), (dout[None] if x.ndim == 1 else dout)
     dx = (dout @ W.T).reshape(x.shape)
-    # With a batch-sharded x on an Explicit mesh, x.T @ dout contracts the
-    # sharded axis; the result is laid out like W (replicated, for data parallelism).
-    dW = jnp.matmul(x2d.T, dout, out_sharding=jax.typeof(W).sharding)
+    dW = _vma.weight_gradient(x2d.T, dout, W)
     db = None if b is None else jnp.sum(dout, axis=0)
     return dx, dW, db
 

@@ -10,7 +10,8 @@
   the rules as through the twins (float64).
 
 A row's batch axis is read off its example arguments: the leading axis of its
-first array, and of every other array as long. Batches that 4 devices do not
+first array, and of every other array as long. A row whose first array is 1-D
+is one example (the book's single-example affine) and has no batch axis. Batches that 4 devices do not
 divide are repeated until they do. Each mesh kind runs in one subprocess
 (XLA_FLAGS must be set before jax starts), which checks every row and prints
 one JSON report.
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _roles(row, args):
     """Per argument: "batch" (sharded), "param" (differentiated, replicated) or "fixed"."""
     arrays = [a for a in args if hasattr(a, "shape") and getattr(a, "ndim", 0) >= 1]
-    n = arrays[0].shape[0] if arrays else None
+    n = arrays[0].shape[0] if arrays and arrays[0].ndim >= 2 else None
     diff = row.argnums
     if diff is None:  # every floating argument, as compare_gradients takes them
         diff = tuple(i for i, a in enumerate(args) if _floating(a))
