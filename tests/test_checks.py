@@ -1,22 +1,53 @@
-"""The table of checks that the tests, the CLI and experiments share."""
+"""The table of checks that the tests, the CLI and experiments share, and tables of one's own."""
 
 import jax.numpy as jnp
 import pytest
 
-from funcbp.checks import CHECKS, run_checks
+import funcbp
+from funcbp import reference
+from funcbp.checks import CHECKS, Check, run_checks
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_every_row_passes(dtype):
+def test_every_row_passes_every_comparison(dtype):
     results = run_checks(dtype)
     assert [r.name for r in results] == [c.name for c in CHECKS]
     assert all(r.dtype == dtype for r in results)
-    failed = [(r.name, r.to_dict()) for r in results if not r.ok]
+    failed = [(r.name, r.failed) for r in results if not r.ok]
     assert not failed
 
 
 def test_run_checks_selects_rows_and_rejects_unknown_names():
-    assert [r.name for r in run_checks(jnp.float64, ["relu", "affine"])] == ["relu", "affine"]
+    results = run_checks(jnp.float64, ["relu", "affine"], vmap=False, second_order=False)
+    assert [r.name for r in results] == ["relu", "affine"]
+    assert results[0]["vmap"].status == "skipped"  # the options reach every row
     with pytest.raises(ValueError, match=r"names must be among .*got nope"):
         run_checks(jnp.float64, ["nope"])
+
+
+def _sigmoid_args(rng, dtype):
+    return (jnp.asarray(rng.standard_normal((3, 4)), dtype),)
+
+
+MY_TABLE = (
+    # The row syntax of funcbp's own table; options are the row's compare_gradients options.
+    Check("my_sigmoid", funcbp.sigmoid, reference.sigmoid, _sigmoid_args),
+    Check(
+        "my_sigmoid_quick",
+        funcbp.sigmoid,
+        reference.sigmoid,
+        _sigmoid_args,
+        argnums=(0,),
+        options={"second_order": False, "mode": "directional"},
+    ),
+)
+
+
+def test_a_table_of_ones_own_runs_with_its_rows_options():
+    plain, quick = run_checks("float32", table=MY_TABLE, seed=3)
+    assert plain.ok and quick.ok and plain.dtype == "float32"
+    assert plain.settings["seed"] == 3 and plain["second_order"].status == "ok"
+    assert quick["second_order"].status == "skipped" and quick.settings["mode"] == "directional"
+    # An option given to the run overrides the row's own.
+    assert MY_TABLE[1].run(second_order=True)["second_order"].status == "ok"

@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
+import funcbp
 from funcbp import checks, reference
 from funcbp.cli import _parser, main
 from tests.test_data import idx_bytes
@@ -40,11 +42,13 @@ def test_gradcheck_json_to_stdout(capsys):
     assert main(["gradcheck", "--json", "-", "--only", "softmax_with_loss", "two_layer"]) == 0
     report = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
     assert report["ok"] is True and report["dtype"] == "float64"
+    assert report["funcbp"] == funcbp.__version__ and report["jax"] == jax.__version__
     assert [c["name"] for c in report["checks"]] == ["softmax_with_loss", "two_layer"]
     for c in report["checks"]:
-        assert c["ok"] is True
-        assert set(c["manual_vs_autodiff"]) >= {"max_abs", "max_rel"}
-        assert c["manual_vs_numerical"]["max_rel"] < 1e-4
+        assert c["ok"] is True and c["failed"] == []
+        assert set(c["comparisons"]["vs_autodiff"]) >= {"max_abs", "max_rel", "tolerance"}
+        assert c["comparisons"]["vs_numerical"]["max_rel"] < 1e-4
+        assert {"h", "mode", "seed", "dtype_policy"} <= set(c["settings"])
     assert [a["name"] for a in report["checks"][1]["arguments"]] == ["W1", "W2", "b1", "b2", "x"]
 
 
@@ -74,8 +78,8 @@ def test_gradcheck_unknown_name_is_one_line(capsys):
 
 
 def test_unknown_dtype_is_rejected_by_argparse(capsys):
-    assert _exit_status(["gradcheck", "--dtype", "float16"]) == 2
-    assert "invalid choice: 'float16'" in capsys.readouterr().err
+    assert _exit_status(["gradcheck", "--dtype", "int8"]) == 2
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
 
 
 # --- train: bad input ---------------------------------------------------------------
