@@ -2,12 +2,17 @@
 
 Each row names a function built from hand-written rules, its plain-jnp twin and
 a factory for example arguments. A new layer is one new row, and is then
-checked by ``funcbp gradcheck`` and by the test suite.
+checked by ``funcbp gradcheck`` and by the test suite. :class:`Check` is public:
+a table of one's own rows runs the same way, e.g. ``funcbp gradcheck --table
+mypkg.mymodule:CHECKS`` (see ``docs/checking.md``).
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,7 +27,7 @@ from funcbp import conv, layers, norm, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
 from funcbp.zoo import network, two_layer_net
 
-__all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
+__all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "load_table", "run_checks"]
 
 
 @dataclass(frozen=True)
@@ -361,3 +366,31 @@ def _checked_table(table: Any, what: str) -> tuple[Check, ...]:
     if twice:
         raise ValueError(f"{what} names each row once; {', '.join(twice)} appear twice")
     return tuple(table)
+
+
+def load_table(spec: str) -> tuple[Check, ...]:
+    """The table ``module:NAME`` names, e.g. ``mypkg.mymodule:CHECKS``.
+
+    The current directory is importable, as for ``python -m``. Raises
+    ValueError (a bad spec, a module that fails to import, a missing name) or
+    TypeError (not a sequence of :class:`Check` rows), each naming ``spec``.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr.isidentifier():
+        raise ValueError(f"--table must look like mypkg.mymodule:CHECKS, got {spec!r}")
+    cwd = os.getcwd()
+    added = not {"", ".", cwd} & set(sys.path)
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module: any error on import is theirs to see
+        raise ValueError(
+            f"--table {spec}: importing {module_name} raised {type(e).__name__}: {e}"
+        ) from e
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if not hasattr(module, attr):
+        raise ValueError(f"--table {spec}: module {module_name} has no {attr}")
+    return _checked_table(getattr(module, attr), f"--table {spec}")

@@ -43,6 +43,12 @@ _GRADCHECK_DTYPES = ["float64", "float32", "bfloat16", "float16"]
 def _add_gradcheck(p: argparse.ArgumentParser) -> None:
     from funcbp.gradcheck import COMPARISONS
 
+    p.add_argument(
+        "--table",
+        metavar="MODULE:NAME",
+        help="check a table of funcbp.Check rows of one's own, e.g. mypkg.mymodule:CHECKS "
+        "(the current directory is importable); default: funcbp's own",
+    )
     p.add_argument("--dtype", choices=_GRADCHECK_DTYPES, default="float64")
     p.add_argument(
         "--json", metavar="PATH", help="write the report as JSON to PATH, or - for stdout"
@@ -77,16 +83,18 @@ def _run_gradcheck(args) -> int:
 
     jax.config.update("jax_enable_x64", True)
     import funcbp
-    from funcbp.checks import run_checks
+    from funcbp.checks import load_table, run_checks
     from funcbp.gradcheck import format_report
 
     switches = {"vs_numerical": "numerical"}
     options = {switches.get(k, k): False for k in args.skip}
     try:
+        table = load_table(args.table) if args.table else None
         results = run_checks(
             args.dtype,
             args.only,
             args.seed,
+            table=table,
             mode=args.mode,
             kinks="move" if args.move_kinks else "report",
             **options,
@@ -97,6 +105,7 @@ def _run_gradcheck(args) -> int:
     report = {
         "funcbp": funcbp.__version__,
         "jax": jax.__version__,
+        "table": args.table or "funcbp.checks:CHECKS",
         "ok": ok,
         "dtype": args.dtype,
         "checks": [r.to_dict() for r in results],
@@ -500,7 +509,7 @@ def _run_graph(args) -> int:
 _COMMANDS = {
     "gradcheck": (
         "check hand-written backward rules against autodiff and finite differences",
-        "Check each row of funcbp's table of checks: "
+        "Check each row of a table of funcbp.Check rows (funcbp's own, or --table one's own): "
         "the rule against jax.grad of its twin and against finite differences (float64, "
         "directional above 1024 entries), under vmap and jit, its cotangents' shapes and "
         "dtypes, its linearity in dout and its second order. docs/checking.md explains the "

@@ -1,12 +1,14 @@
 """The table of checks that the tests, the CLI and experiments share, and tables of one's own."""
 
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import funcbp
 from funcbp import reference
-from funcbp.checks import CHECKS, Check, run_checks
+from funcbp.checks import CHECKS, Check, load_table, run_checks
 from funcbp.testing import assert_rule
 
 
@@ -54,3 +56,44 @@ def test_a_table_of_ones_own_runs_with_its_rows_options():
     assert quick["second_order"].status == "skipped" and quick.settings["mode"] == "directional"
     # An option given to the run overrides the row's own.
     assert MY_TABLE[1].run(second_order=True)["second_order"].status == "ok"
+
+
+def test_load_table_imports_module_colon_name(tmp_path, monkeypatch):
+    (tmp_path / "my_rows.py").write_text(
+        "from tests.test_checks import MY_TABLE\nROWS = MY_TABLE\nNOT_ROWS = [1, 'x']\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "my_rows", raising=False)
+    assert load_table("my_rows:ROWS") == MY_TABLE  # found in the current directory
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "message"),
+    [
+        ("tests.test_checks", ValueError, "--table must look like mypkg.mymodule:CHECKS, got"),
+        (
+            "no_such_module_here:CHECKS",
+            ValueError,
+            "importing no_such_module_here raised ModuleNotFoundError",
+        ),
+        ("tests.test_checks:NOPE", ValueError, "module tests.test_checks has no NOPE"),
+        (
+            "tests.test_checks:CHECKS_OF_TUPLES",
+            TypeError,
+            "must hold funcbp.Check rows only, got tuple",
+        ),
+        (
+            "tests.test_checks:_sigmoid_args",
+            TypeError,
+            "must be a sequence of funcbp.Check rows, got function",
+        ),
+        ("tests.test_checks:TWICE", ValueError, "names each row once; my_sigmoid appear"),
+    ],
+)
+def test_load_table_errors_name_the_table(spec, error, message):
+    with pytest.raises(error, match=message):
+        load_table(spec)
+
+
+CHECKS_OF_TUPLES = ((1, 2),)
+TWICE = (MY_TABLE[0], MY_TABLE[0])
