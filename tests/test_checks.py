@@ -1,6 +1,8 @@
 """The table of checks that the tests, the CLI and experiments share, and tables of one's own."""
 
+import re
 import sys
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import funcbp
 from funcbp import reference
 from funcbp.checks import CHECKS, Check, load_table, run_checks
+from funcbp.cli import main
 from funcbp.testing import assert_rule
 
 
@@ -97,3 +100,19 @@ def test_load_table_errors_name_the_table(spec, error, message):
 
 CHECKS_OF_TUPLES = ((1, 2),)
 TWICE = (MY_TABLE[0], MY_TABLE[0])
+
+
+def test_the_docs_example_runs_as_the_docs_say(tmp_path, monkeypatch, capsys):
+    docs = (Path(__file__).parent.parent / "docs" / "checking.md").read_text()
+    code = re.search(r"```python\n(# mylayers\.py\n.+?)```", docs, re.S)[1]
+    shown = re.search(r"```text\n(funcbp gradcheck \(float64\).+?)```", docs, re.S)[1]
+    (tmp_path / "mylayers.py").write_text(code)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "mylayers", raising=False)
+    assert main(["gradcheck", "--table", "mylayers:CHECKS"]) == 0
+    out = capsys.readouterr().out
+    # The numbers of the differences are rounding, which varies; the words do not.
+    assert [line.split()[:2] for line in out.splitlines()] == [
+        line.split()[:2] for line in shown.splitlines()
+    ]
+    assert out.splitlines()[-2:] == shown.splitlines()[-2:]
