@@ -63,7 +63,7 @@ DIRECTIONS = 4
 # their error is about their own last roundings; wider rules pile up more of them.
 ROUNDING = {2: 4, 4: 64, 8: 64}  # c, by the dtype's itemsize
 # The jit check runs the VJP eagerly too when it has at most this many operations.
-EAGER_MAX_OPS = 32
+EAGER_MAX_OPS = 16
 # Central differences: the default step h by the dtype they are taken in, the second
 # (coarse) stencil's step COARSE * h, and the margin over the estimated error.
 STEP = {"float64": 1e-5, "float32": 1e-2}
@@ -77,7 +77,11 @@ _STATUSES = ("ok", "kink", "skipped", "failed")
 # The checks' programs run once or twice, so compiling is most of their cost: unoptimized,
 # and on CPU without the fusion emitters, they compile 3-4x faster.
 _COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-_CPU_COMPILE_OPTIONS = {**_COMPILE_OPTIONS, "xla_cpu_use_fusion_emitters": False}
+_CPU_COMPILE_OPTIONS = {
+    **_COMPILE_OPTIONS,
+    "xla_cpu_use_fusion_emitters": False,
+    "xla_cpu_parallel_codegen_split_count": 1,
+}
 
 
 def numerical_gradient(f: Callable[[Any], Array], x: Any, h: float = 1e-4) -> Any:
