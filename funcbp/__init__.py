@@ -5,13 +5,15 @@ normalization, dropout and weight decay) are pure functions whose backward
 rules are hand-written and registered with ``jax.custom_vjp``;
 :mod:`funcbp.reference` holds their plain-jnp twins, and
 :func:`compare_gradients` checks one against the other and against
-:func:`numerical_gradient`.
+:func:`numerical_gradient`; :class:`Check` rows make a table of such checks, and
+:func:`funcbp.testing.assert_rule` is the assertion for tests.
 
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) cannot pass through
 ``custom_vjp``; reverse mode, ``grad`` of ``grad`` and ``jax.hessian`` work.
 """
 
 from funcbp import reference
+from funcbp.checks import Check
 from funcbp.conv import convolution, pooling, transpose
 from funcbp.gradcheck import compare_gradients, numerical_gradient
 from funcbp.layers import (
@@ -26,6 +28,7 @@ from funcbp.layers import (
 )
 from funcbp.net import Network
 from funcbp.norm import batch_norm, dropout, weight_decay
+from funcbp.testing import assert_rule
 from funcbp.zoo import (
     deep_convnet,
     network,
@@ -37,9 +40,11 @@ from funcbp.zoo import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Check",
     "Network",
     "add",
     "affine",
+    "assert_rule",
     "batch_norm",
     "compare_gradients",
     "convolution",

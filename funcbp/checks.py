@@ -2,14 +2,19 @@
 
 Each row names a function built from hand-written rules, its plain-jnp twin and
 a factory for example arguments. A new layer is one new row, and is then
-checked by ``funcbp gradcheck`` and by the test suite.
+checked by ``funcbp gradcheck`` and by the test suite. :class:`Check` is public:
+a table of one's own rows runs the same way, e.g. ``funcbp gradcheck --table
+mypkg.mymodule:CHECKS`` (see ``docs/checking.md``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import importlib
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,28 +27,39 @@ from funcbp import conv, layers, norm, reference
 from funcbp.gradcheck import GradientCheck, compare_gradients
 from funcbp.zoo import network, two_layer_net
 
-__all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "run_checks"]
+__all__ = ["CHECKS", "LAYER_CHECKS", "NETWORK_CHECKS", "Check", "load_table", "run_checks"]
 
 
 @dataclass(frozen=True)
 class Check:
     """One row: ``manual(*make_args(rng, dtype))`` is checked against ``reference``.
 
-    ``argnums`` names the arguments to differentiate; None means every
-    floating one. Batch norm's running statistics are floating but carry no
-    gradient by design, so its rows leave them out.
+    ``make_args(rng, dtype)`` returns the positional arguments, drawn from the
+    NumPy generator ``rng`` in the floating dtype asked for. ``argnums`` names
+    the arguments to differentiate; None means every floating one. Batch norm's
+    running statistics are floating but carry no gradient by design, so its rows
+    leave them out. ``options`` go to :func:`funcbp.compare_gradients` for this
+    row (e.g. ``{"second_order": False}``).
     """
 
     name: str
     manual: Callable[..., Any]
-    reference: Callable[..., Any]
+    reference: Callable[..., Any] | None
     make_args: Callable[[np.random.Generator, DTypeLike], tuple[Any, ...]]
     argnums: tuple[int, ...] | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
-    def run(self, dtype: DTypeLike = jnp.float64, seed: int = 0) -> GradientCheck:
+    def run(self, dtype: DTypeLike = jnp.float64, seed: int = 0, **options: Any) -> GradientCheck:
+        """The row's report; ``options`` override the row's own."""
         args = self.make_args(np.random.default_rng(seed), dtype)
         return compare_gradients(
-            self.manual, self.reference, args, argnums=self.argnums, name=self.name, seed=seed
+            self.manual,
+            self.reference,
+            args,
+            argnums=self.argnums,
+            name=self.name,
+            seed=seed,
+            **{**self.options, **options},
         )
 
 
@@ -437,17 +453,71 @@ CHECKS: tuple[Check, ...] = LAYER_CHECKS + NETWORK_CHECKS
 
 
 def run_checks(
-    dtype: DTypeLike = jnp.float64, names: Sequence[str] | None = None, seed: int = 0
+    dtype: DTypeLike = jnp.float64,
+    names: Sequence[str] | None = None,
+    seed: int = 0,
+    *,
+    table: Sequence[Check] | None = None,
+    **options: Any,
 ) -> list[GradientCheck]:
-    """Runs the rows of :data:`CHECKS` (all, or those named) in one dtype.
+    """Runs the rows of ``table`` (default :data:`CHECKS`), all or those named, in one dtype.
 
-    float64 needs ``jax.config.update("jax_enable_x64", True)`` first.
+    ``options`` go to every row's :func:`funcbp.compare_gradients`. float64 needs
+    ``jax.config.update("jax_enable_x64", True)`` first.
     """
-    known = [c.name for c in CHECKS]
+    table = CHECKS if table is None else _checked_table(table, "table")
+    known = [c.name for c in table]
     if names:
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"names must be among {', '.join(known)}; got {', '.join(unknown)}")
     if jnp.dtype(dtype) == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs jax_enable_x64; set it before creating arrays")
-    return [c.run(dtype, seed) for c in CHECKS if not names or c.name in names]
+    return [c.run(dtype, seed, **options) for c in table if not names or c.name in names]
+
+
+def _checked_table(table: Any, what: str) -> tuple[Check, ...]:
+    if isinstance(table, Check) or not isinstance(table, Sequence) or isinstance(table, str):
+        raise TypeError(
+            f"{what} must be a sequence of funcbp.Check rows, got {type(table).__name__}"
+        )
+    bad = [type(row).__name__ for row in table if not isinstance(row, Check)]
+    if bad:
+        raise TypeError(
+            f"{what} must hold funcbp.Check rows only, got {', '.join(sorted(set(bad)))}"
+        )
+    if not table:
+        raise ValueError(f"{what} holds no rows")
+    names = [row.name for row in table]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"{what} names each row once; {', '.join(twice)} appear twice")
+    return tuple(table)
+
+
+def load_table(spec: str) -> tuple[Check, ...]:
+    """The table ``module:NAME`` names, e.g. ``mypkg.mymodule:CHECKS``.
+
+    The current directory is importable, as for ``python -m``. Raises
+    ValueError (a bad spec, a module that fails to import, a missing name) or
+    TypeError (not a sequence of :class:`Check` rows), each naming ``spec``.
+    """
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr.isidentifier():
+        raise ValueError(f"--table must look like mypkg.mymodule:CHECKS, got {spec!r}")
+    cwd = os.getcwd()
+    added = not {"", ".", cwd} & set(sys.path)
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module: any error on import is theirs to see
+        raise ValueError(
+            f"--table {spec}: importing {module_name} raised {type(e).__name__}: {e}"
+        ) from e
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    if not hasattr(module, attr):
+        raise ValueError(f"--table {spec}: module {module_name} has no {attr}")
+    return _checked_table(getattr(module, attr), f"--table {spec}")

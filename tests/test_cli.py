@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import pytest
 
+import funcbp
 from funcbp import checks, reference
 from funcbp.cli import _parser, main
 from tests.test_data import idx_bytes
@@ -40,11 +42,13 @@ def test_gradcheck_json_to_stdout(capsys):
     assert main(["gradcheck", "--json", "-", "--only", "softmax_with_loss", "two_layer"]) == 0
     report = json.loads(capsys.readouterr().out)  # nothing but the JSON on stdout
     assert report["ok"] is True and report["dtype"] == "float64"
+    assert report["funcbp"] == funcbp.__version__ and report["jax"] == jax.__version__
     assert [c["name"] for c in report["checks"]] == ["softmax_with_loss", "two_layer"]
     for c in report["checks"]:
-        assert c["ok"] is True
-        assert set(c["manual_vs_autodiff"]) >= {"max_abs", "max_rel"}
-        assert c["manual_vs_numerical"]["max_rel"] < 1e-4
+        assert c["ok"] is True and c["failed"] == []
+        assert set(c["comparisons"]["vs_autodiff"]) >= {"max_abs", "max_rel", "tolerance"}
+        assert c["comparisons"]["vs_numerical"]["max_rel"] < 1e-4
+        assert {"h", "mode", "seed", "dtype_policy"} <= set(c["settings"])
     assert [a["name"] for a in report["checks"][1]["arguments"]] == ["W1", "W2", "b1", "b2", "x"]
 
 
@@ -74,8 +78,71 @@ def test_gradcheck_unknown_name_is_one_line(capsys):
 
 
 def test_unknown_dtype_is_rejected_by_argparse(capsys):
-    assert _exit_status(["gradcheck", "--dtype", "float16"]) == 2
-    assert "invalid choice: 'float16'" in capsys.readouterr().err
+    assert _exit_status(["gradcheck", "--dtype", "int8"]) == 2
+    assert "invalid choice: 'int8'" in capsys.readouterr().err
+
+
+_USER_LAYER = """
+import jax
+import jax.numpy as jnp
+
+import funcbp
+
+
+@jax.custom_vjp
+def tanh(x):
+    return jnp.tanh(x)
+
+
+def _tanh_fwd(x):
+    y = jnp.tanh(x)
+    return y, y
+
+
+def _tanh_bwd(y, dout):
+    return ({dx},)
+
+
+tanh.defvjp(_tanh_fwd, _tanh_bwd)
+
+
+def _args(rng, dtype):
+    return (jnp.asarray(rng.standard_normal((3, 4)), dtype),)
+
+
+CHECKS = [funcbp.Check("tanh", tanh, jnp.tanh, _args)]
+"""
+
+
+@pytest.mark.parametrize(("dx", "status"), [("dout * (1 - y**2)", 0), ("1 - y**2", 1)])
+def test_gradcheck_runs_a_table_of_ones_own(tmp_path, monkeypatch, capsys, dx, status):
+    module = f"user_layers_{status}"
+    (tmp_path / f"{module}.py").write_text(_USER_LAYER.format(dx=dx))
+    monkeypatch.chdir(tmp_path)  # importable from the current directory, as with python -m
+    out = tmp_path / "report.json"
+    argv = ["gradcheck", "--table", f"{module}:CHECKS", "--dtype", "float32", "--json", str(out)]
+    assert main([*argv, "--only", "tanh"]) == status
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert report["table"] == f"{module}:CHECKS" and report["checks"][0]["dtype"] == "float32"
+    if status:  # the rule ignores dout
+        assert "failed: tanh" in table and "tanh x: vs_autodiff FAILED" in table
+        assert report["checks"][0]["failed"] == [
+            "vs_autodiff",
+            "vs_numerical",
+            "linearity",
+            "second_order",
+        ]
+    else:
+        assert "1/1 checks passed" in table and report["ok"] is True
+
+
+def test_gradcheck_bad_table_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["gradcheck", "--table", "no_module_here:CHECKS"]) == 2
+    _one_line_error(capsys, "--table no_module_here:CHECKS: importing no_module_here raised")
+    assert main(["gradcheck", "--table", "funcbp.layers:relu"]) == 2
+    _one_line_error(capsys, "must be a sequence of funcbp.Check rows, got custom_vjp")
 
 
 # --- train: bad input ---------------------------------------------------------------
