@@ -32,7 +32,7 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
 
-from funcbp import layers, norm, reference
+from funcbp import evaluation, layers, norm, reference
 from funcbp.gradcheck import numerical_gradient
 
 __all__ = ["GRADIENT_METHODS", "Layer", "Network", "ParamSpec"]
@@ -294,11 +294,7 @@ class Network:
 
     def accuracy(self, params: Params, x: ArrayLike, t: ArrayLike, state: State | None = None):
         """The fraction of rows whose highest score (eval mode) is the label."""
-        t = jnp.asarray(t)
-        if t.ndim == 2:
-            t = jnp.argmax(t, axis=1)
-        predicted = jnp.argmax(self.predict(params, x, state), axis=1)
-        return jnp.mean(predicted == t.astype(predicted.dtype))
+        return evaluation.accuracy(self, params, x, t, state)
 
     # --- gradients --------------------------------------------------------------
 
