@@ -38,13 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from funcbp import book_numpy, conv, layers
+from funcbp import book_numpy, conv, layers, zoo
 from funcbp.config import make_optimizer
 from funcbp.data import load_for_model
 from funcbp.io import atomic_write
 from funcbp.net import Network
 from funcbp.steps import init_train_state, make_chunk, minibatch_indices, run_keys
-from funcbp.zoo import simple_convnet, two_layer
+from funcbp.zoo import two_layer
 
 __all__ = [
     "MODELS",
@@ -103,10 +103,11 @@ def _lax_simple_convnet(p, xb):
 
 @dataclass(frozen=True)
 class BenchModel:
-    """One ``--model``: the network, its baselines and its default run lengths.
+    """One ``--model``: a model of :data:`funcbp.zoo.MODELS`, its baselines and run lengths.
 
     Attributes:
-        net: the funcbp network (its manual and autodiff rows, and the FLOP count).
+        name: its name in the registry; :attr:`net` is the registry's network
+            at the book's sizes (its manual and autodiff rows, and the FLOP count).
         title: how the table and the plot name it.
         book: the book's NumPy class, built on a params dict (the numpy-book row).
         torch_scores: ``(torch, params, xb) -> scores`` (the torch-eager row).
@@ -115,7 +116,7 @@ class BenchModel:
         steps, quick_steps: steps per run by default and with ``--quick``.
     """
 
-    net: Network
+    name: str
     title: str
     book: Callable[[dict[str, np.ndarray]], Any]
     torch_scores: Callable
@@ -123,22 +124,30 @@ class BenchModel:
     steps: int
     quick_steps: int
 
+    @property
+    def net(self) -> Network:
+        return zoo.build(self.name)
+
 
 MODELS = {
-    "two-layer": BenchModel(
-        two_layer, "784-50-10", book_numpy.TwoLayerNet, _torch_two_layer, None, 10_000, 300
-    ),
-    "simple-convnet": BenchModel(
-        simple_convnet,
-        "SimpleConvNet 30x5x5-pool-100-10",
-        book_numpy.SimpleConvNet,
-        _torch_simple_convnet,
-        _lax_simple_convnet,
-        200,
-        20,
-    ),
+    model.name: model
+    for model in (
+        BenchModel(
+            "two-layer", "784-50-10", book_numpy.TwoLayerNet, _torch_two_layer, None, 10_000, 300
+        ),
+        BenchModel(
+            "simple-convnet",
+            "SimpleConvNet 30x5x5-pool-100-10",
+            book_numpy.SimpleConvNet,
+            _torch_simple_convnet,
+            _lax_simple_convnet,
+            200,
+            20,
+        ),
+    )
 }
-"""What ``funcbp bench --model NAME`` runs: one entry per model, its rows follow from it."""
+"""What ``funcbp bench --model NAME`` runs: the registry's models that have the book's
+NumPy class and a PyTorch twin; the rows follow from the entry."""
 
 
 def _numpy_book_train(book, params, x, t, idx) -> dict[str, np.ndarray]:
@@ -327,13 +336,13 @@ def _funcbp_impl(name, net: Network, grad, seed, x, t, steps, *, models=1, share
     opt = make_optimizer("sgd", LR)
     keys = run_keys(seed, models)
     state = init_train_state(net, opt, keys, models=models)
-    chunk = make_chunk(net, opt, grad, BATCH_SIZE, models=models, shared=shared)
+    chunk = make_chunk(lambda values: net, opt, grad, BATCH_SIZE, models=models, shared=shared)
     t0 = time.perf_counter()
-    compiled = chunk.lower(state, 0, keys, x, t, length=steps).compile()
+    compiled = chunk.lower(state, 0, keys, {}, x, t, length=steps).compile()
     compile_s = time.perf_counter() - t0
 
     def run():
-        new, losses = compiled(state, 0, keys, x, t)
+        new, losses = compiled(state, 0, keys, {}, x, t)
         losses.block_until_ready()
         return new.params if models == 1 else jax.tree.map(lambda a: a[0], new.params)
 

@@ -165,6 +165,22 @@ def test_cli_devices_4_and_1_end_with_the_same_loss(tmp_path):
     assert losses[4] == pytest.approx(losses[1], rel=1e-5)
 
 
+@pytest.mark.parametrize("model", ["simple-convnet", "deep-convnet"])
+def test_conv_nets_train_on_four_devices_as_on_one_and_resume_across_counts(model, tmp_path):
+    # JAX's default mesh: jax.make_mesh, Explicit axes.
+    iters = {"simple-convnet": 40, "deep-convnet": 4}[model]
+    common = ["--model", model, "--iters", str(iters), "--eval-every", str(iters // 2)]
+    for n in (4, 1):
+        _cli(*common, "--devices", str(n), "--out", str(tmp_path / f"d{n}"))
+    four, one = _metrics(tmp_path / "d4"), _metrics(tmp_path / "d1")
+    assert (four["devices"], one["devices"]) == (4, 1)
+    for a, b in zip(four["history"], one["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    # The 4-device run continues on 1 device.
+    _cli("--resume", str(tmp_path / "d4"), "--devices", "1", "--iters", str(2 * iters))
+    assert _metrics(tmp_path / "d4")["history"][-1]["iter"] == 2 * iters
+
+
 def test_cli_refuses_a_batch_the_devices_cannot_split(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "funcbp.cli", "train", "--devices", "3", "--iters", "20",
