@@ -421,6 +421,85 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(signum, tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+# Each sends the signal from a hook inside the phase it names: the import of JAX, the
+# first compile, an evaluation, the final writes. The handlers are in place by then.
+HOOKS = {
+    "import": """
+import builtins
+_import = builtins.__import__
+def hooked(name, *args, **kwargs):
+    if name == "jax" and not SENT:
+        SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _import(name, *args, **kwargs)
+builtins.__import__ = hooked
+""",
+    "compile": """
+import jax
+_compile = jax.stages.Lowered.compile
+def hooked(self, *args, **kwargs):
+    if not SENT:
+        SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _compile(self, *args, **kwargs)
+jax.stages.Lowered.compile = hooked
+""",
+    "evaluation": """
+from funcbp import train
+_row = train.RunEvaluator.row
+def hooked(self, state, i, *args):
+    if i == 40 and not SENT:
+        SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _row(self, state, i, *args)
+train.RunEvaluator.row = hooked
+""",
+    "final writes": """
+from funcbp import runs
+_write = runs.write_run
+def hooked(*args, **kwargs):
+    SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _write(*args, **kwargs)
+runs.write_run = hooked
+""",
+}
+HOOKED_MAIN = """
+import os, signal, sys
+SIGNUM, SENT = signal.{name}, []
+{hook}
+from funcbp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "signum"),
+    [
+        ("import", signal.SIGINT),
+        ("compile", signal.SIGTERM),
+        ("evaluation", signal.SIGINT),
+        ("final writes", signal.SIGTERM),
+    ],
+)
+def test_a_signal_in_any_phase_stops_the_run_with_one_line(phase, signum, tmp_path):
+    run = tmp_path / "run"
+    code = HOOKED_MAIN.format(name=signal.Signals(signum).name, hook=HOOKS[phase])
+    argv = ["train", "--iters", "80", "--eval-every", "40", "--quiet", "--out", str(run)]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=ENV, timeout=200
+    )
+    assert proc.returncode == 128 + signum, proc.stderr[-2000:]
+    name = signal.Signals(signum).name
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"funcbp train: stopped by {name}")
+    if phase == "import":  # nothing had started: no folder
+        assert "nothing was written" in proc.stderr and not run.exists()
+    elif phase == "final writes":  # every file is written before the process goes
+        assert "every file is in" in proc.stderr and (run / "metrics.json").is_file()
+    elif run.exists():  # whatever was left is a checkpoint that resumes
+        assert f"resume with funcbp train --resume {run}" in proc.stderr
+        assert main(["train", "--quiet", "--resume", str(run)]) == 0
+    assert not [p for p in (run.iterdir() if run.exists() else []) if p.name.endswith(".tmp")]
+
+
 @pytest.mark.slow
 def test_runs_started_together_with_the_default_out_never_share_a_folder(tmp_path):
     procs = [_start(["--iters", "8", "--quiet"], tmp_path) for _ in range(4)]
