@@ -307,7 +307,7 @@ def test_an_option_that_does_not_apply_is_refused_naming_who_takes_it():
         zoo.build("simple-convnet", {"batch_norm": True})
     with pytest.raises(ValueError, match="model must be one of two-layer, multi-layer"):
         zoo.build("resnet")
-    wide = zoo.network_for(
-        "multi-layer", network([30, 20], batch_norm=True).init(jax.random.key(0))
-    )
+    extend = network([30, 20], batch_norm=True)
+    saved = {**extend.init(jax.random.key(0)), **extend.init_state()}
+    wide = zoo.network_for("multi-layer", saved)
     assert [s.shape for s in wide.param_specs][:4] == [(784, 30), (30,), (30,), (30,)]
