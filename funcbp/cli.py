@@ -256,7 +256,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     from funcbp.bench import MODELS
 
     p.add_argument(
-        "--model", choices=list(MODELS), default="two-layer", help="the network (default two-layer)"
+        "--model", default="two-layer", help=f"the network: {', '.join(MODELS)} (default two-layer)"
     )
     steps = ", ".join(f"{k} {m.steps} ({m.quick_steps} with --quick)" for k, m in MODELS.items())
     p.add_argument("--steps", type=int, help=f"SGD steps per run (default: {steps})")
@@ -278,19 +278,11 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 def _run_bench(args) -> int:
     from pathlib import Path
 
-    from funcbp.bench import MODELS, format_table, plot_bench, run_bench
+    from funcbp.bench import format_table, plot_bench, run_bench, settings
     from funcbp.io import check_writable
 
-    model = MODELS[args.model]
-    steps = (model.quick_steps if args.quick else model.steps) if args.steps is None else args.steps
-    if steps <= 0:
-        raise UsageError(f"--steps must be > 0, got {steps}")
-    if args.rounds <= 0:
-        raise UsageError(f"--rounds must be > 0, got {args.rounds}")
-    if args.seeds <= 0:
-        raise UsageError(f"--seeds must be > 0, got {args.seeds}")
-
-    # Every output place is checked before the minutes of timing, not after.
+    # Every setting and output place is checked before the minutes of timing, not after.
+    steps = settings(args.model, args.steps, args.rounds, args.seeds, args.quick)
     for dest, what in ((args.out, "--out"), (args.plot, "--plot"), (args.json, "--json")):
         if dest and dest != "-":
             check_writable(dest if what == "--out" else Path(dest).parent, what)
@@ -302,7 +294,7 @@ def _run_bench(args) -> int:
         args.rounds,
         model=args.model,
         seed=args.seed,
-        quick_roofline=args.quick,
+        quick=args.quick,
         torch=not args.no_torch,
         seeds=args.seeds,
         log=log,
