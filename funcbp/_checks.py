@@ -11,12 +11,17 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["boolean", "finite", "integer", "is_int", "one_of", "ratio"]
+__all__ = ["boolean", "finite", "integer", "is_int", "is_number", "one_of", "ratio"]
 
 
 def is_int(value: Any) -> bool:
     """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A Python int or float that is not a bool (a traced array is not one)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def integer(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
@@ -29,8 +34,7 @@ def integer(name: str, value: Any, low: int = 1, high: int | None = None) -> int
 
 def finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True) -> float:
     """``value`` as a float if it is a finite number above ``low`` (or at it, if not strict)."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < low or (strict and value == low):
+    if not is_number(value) or not math.isfinite(value) or value < low or (strict and value == low):
         bound = f"> {low:g}" if strict else f">= {low:g}"
         raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
     return float(value)
@@ -38,8 +42,7 @@ def finite(name: str, value: Any, *, low: float = 0.0, strict: bool = True) -> f
 
 def ratio(name: str, value: Any, *, closed: bool = False) -> float:
     """``value`` as a float in [0, 1), or in [0, 1] when ``closed``."""
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    if not number or not (0 <= value <= 1 if closed else 0 <= value < 1):
+    if not is_number(value) or not (0 <= value <= 1 if closed else 0 <= value < 1):
         raise ValueError(f"{name} must be a ratio in [0, 1{']' if closed else ')'}, got {value!r}")
     return float(value)
 

@@ -110,3 +110,18 @@ class Evaluator:
         if self.models == 1:
             return Score(float(acc), float(loss))
         return Score(np.asarray(acc, np.float64), np.asarray(loss, np.float64))
+
+    def scores(
+        self,
+        params,
+        state,
+        values: Mapping[str, Any],
+        sets: Mapping[str, Sequence[tuple[Array, Array]]],
+        stop: Callable[[], bool] | None = None,
+    ) -> dict[str, Any]:
+        """``{"train_acc": ..., "train_loss": ..., "test_acc": ...}``: each named set's score."""
+        scores = {}
+        for name, batches in sets.items():
+            score = self(params, state, values, batches, stop)
+            scores[f"{name}_acc"], scores[f"{name}_loss"] = score.acc, score.loss
+        return scores

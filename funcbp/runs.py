@@ -338,13 +338,9 @@ def load_run(run_dir: str | os.PathLike) -> tuple[Run, dict, dict]:
 
 def evaluate(run: Run, params: dict, layer_state: dict, sets: dict) -> list[dict[str, Any]]:
     """Each model's accuracy and loss (eval mode) on each of ``sets`` (name -> (x, t))."""
-    evaluator = programs(run).evaluator
-    values = run.loss_values()
-    results = {}
-    for name, (x, t) in sets.items():
-        score = evaluator(params, layer_state, values, batched(x, t))
-        results[f"{name}_acc"], results[f"{name}_loss"] = score.acc, score.loss
-    return summary.per_model(run.models, results)
+    batches = {name: batched(x, t) for name, (x, t) in sets.items()}
+    scores = programs(run).evaluator.scores(params, layer_state, run.loss_values(), batches)
+    return summary.per_model(run.models, scores)
 
 
 def evaluate_run(run_dir: str | os.PathLike, data: str | None = None) -> dict[str, Any]:
@@ -374,10 +370,9 @@ def evaluate_params(model: str, path: str | os.PathLike, data: str = "mnist-5k")
         raise RunError(f"{path} does not fit {model}: {e}") from None
     # The book's float64 weights run as float32, as funcbp trains.
     params, layer_state = net.split({k: np.asarray(v, np.float32) for k, v in arrays.items()})
-    evaluator = Evaluator(lambda values: net)
-    results = {}
-    for name, (x, t) in zip(("train", "test"), load_for_model(data, net.input_shape), strict=True):
-        score = evaluator(params, layer_state, {}, batched(x, t))
-        results[f"{name}_acc"], results[f"{name}_loss"] = score.acc, score.loss
-    rows = summary.per_model([{}], results)
+    sets = zip(("train", "test"), load_for_model(data, net.input_shape), strict=True)
+    batches = {name: batched(x, t) for name, (x, t) in sets}
+    rows = summary.per_model(
+        [{}], Evaluator(lambda values: net).scores(params, layer_state, {}, batches)
+    )
     return {"models": rows, "varying": [], "final": summary.final(rows)}

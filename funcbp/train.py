@@ -363,12 +363,9 @@ class RunEvaluator:
         # On a mesh, evaluate a copy on one device, as one device trains.
         one = state if self.engine.mesh is None else jax.device_put(self.engine.host(state))
         t0 = time.perf_counter()
-        scores = {}
-        for name, batches in sets.items():
-            score = self.evaluator(
-                one.params, one.layer_state, self.values, batches, stop=lambda: _stopped(stop)
-            )
-            scores[f"{name}_acc"], scores[f"{name}_loss"] = score.acc, score.loss
+        scores = self.evaluator.scores(
+            one.params, one.layer_state, self.values, sets, stop=lambda: _stopped(stop)
+        )
         self.seconds += time.perf_counter() - t0
         return scores
 

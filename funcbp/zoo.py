@@ -189,10 +189,6 @@ def _positive_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
     return values
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def two_layer_net(
     input_size: int = 784,
     hidden_size: int = 50,
@@ -250,7 +246,7 @@ def network(
     )
     _checks.one_of("activation", activation, ACTIVATIONS)
     _checks.boolean("batch_norm", batch_norm)
-    if _is_number(dropout):
+    if _checks.is_number(dropout):
         _checks.ratio("dropout", dropout)
     b = _Builder("multi-layer", (input_size,))
     for size in hidden_sizes:
@@ -258,8 +254,10 @@ def network(
         if batch_norm:
             b.batch_norm()
         b.activation(activation)
-        if not (_is_number(dropout) and dropout == 0):  # a traced rate (a sweep): layers always
-            b.dropout(float(dropout) if _is_number(dropout) else dropout)
+        if not (
+            _checks.is_number(dropout) and dropout == 0
+        ):  # a traced rate (a sweep): layers always
+            b.dropout(float(dropout) if _checks.is_number(dropout) else dropout)
     b.affine(output_size)
     if weight_init_std is None:
         weight_init_std = "he" if activation == "relu" else "xavier"
