@@ -1,8 +1,19 @@
-"""The book's NumPy layers and networks (common/, ch05, ch07, ch08), as the book writes them.
+"""The book's NumPy layers, networks, optimizers and Trainer (common/, ch05 to ch08).
 
 They are the tests' oracle (funcbp's layers must give the same numbers) and the
-benchmark's baseline. They keep the book's habits on purpose: state cached on
-``self``, params shared by reference, ``Relu.backward`` writing into ``dout``.
+baseline of the benchmark and the experiments' speed comparisons. They keep the
+book's habits on purpose: state cached on ``self``, params shared by reference
+and updated in place, ``Relu.backward`` writing into ``dout``, one Python loop
+iteration per step. Nothing here is made faster than the book's code.
+
+For a timing of the book's own training, e.g. one trial of its random search::
+
+    params = multi_layer_params(784, [100] * 6, 10, rng=np.random.default_rng(0))
+    net = MultiLayerNet(params, hidden_layers=6, weight_decay_lambda=1e-6)
+    trainer = Trainer(net, x_train, t_train, x_val, t_val, epochs=50,
+                      optimizer="sgd", optimizer_param={"lr": 0.005}, verbose=False,
+                      rng=np.random.default_rng(0))
+    trainer.train()  # trainer.train_acc_list, trainer.test_acc_list
 """
 
 from __future__ import annotations
@@ -12,21 +23,33 @@ from collections import OrderedDict
 import numpy as np
 
 __all__ = [
+    "OPTIMIZERS",
+    "SGD",
+    "AdaGrad",
+    "Adam",
     "Affine",
     "BatchNormalization",
     "Convolution",
     "DeepConvNet",
     "Dropout",
+    "Momentum",
+    "MultiLayerNet",
     "MultiLayerNetExtend",
+    "Nesterov",
     "Pooling",
+    "RMSprop",
     "Relu",
     "Sigmoid",
     "SimpleConvNet",
     "SoftmaxWithLoss",
+    "Trainer",
     "TwoLayerNet",
     "col2im",
     "cross_entropy_error",
     "im2col",
+    "multi_layer_params",
+    "shuffle_dataset",
+    "smooth_curve",
     "softmax",
 ]
 
@@ -498,6 +521,13 @@ class MultiLayerNetExtend:
             weight_decay += 0.5 * self.weight_decay_lambda * np.sum(W**2)
         return self.last_layer.forward(y, t) + weight_decay
 
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        """The share of rows whose highest score (eval mode) is the label."""
+        y = np.argmax(self.predict(x, train_flg=False), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(x.shape[0])
+
     def gradient(self, x: np.ndarray, t: np.ndarray, masks=None) -> dict[str, np.ndarray]:
         self.loss(x, t, train_flg=True, masks=masks)
         _backward(list(self.layers.values()), self.last_layer)
@@ -510,3 +540,248 @@ class MultiLayerNetExtend:
                 grads[f"gamma{idx}"] = self.layers[f"BatchNorm{idx}"].dgamma
                 grads[f"beta{idx}"] = self.layers[f"BatchNorm{idx}"].dbeta
         return grads
+
+
+class MultiLayerNet(MultiLayerNetExtend):
+    """The book's MultiLayerNet (common/multi_layer_net.py): MultiLayerNetExtend's layers
+    without batch norm or dropout, and the same weight-decay gradient ``dW + lambda * W``."""
+
+    def __init__(
+        self,
+        params: dict[str, np.ndarray],
+        hidden_layers: int,
+        activation: str = "relu",
+        weight_decay_lambda: float = 0.0,
+    ):
+        super().__init__(params, hidden_layers, activation, weight_decay_lambda)
+
+
+def multi_layer_params(
+    input_size: int,
+    hidden_size_list: list[int],
+    output_size: int,
+    weight_init_std: float | str = "relu",
+    use_batchnorm: bool = False,
+    rng=None,
+) -> dict[str, np.ndarray]:
+    """The book's ``__init_weight``: ``scale * randn`` weights, zero biases; ones and zeros
+    for gamma and beta with ``use_batchnorm``.
+
+    ``weight_init_std`` is a number, ``"relu"``/``"he"`` (sqrt(2 / fan_in)) or
+    ``"sigmoid"``/``"xavier"`` (sqrt(1 / fan_in)). ``rng`` is a
+    ``np.random.Generator``; None draws from ``np.random``, as the book does.
+    """
+    rng = np.random if rng is None else rng
+    randn = rng.randn if rng is np.random else lambda *shape: rng.standard_normal(shape)
+    sizes = [input_size, *hidden_size_list, output_size]
+    params = {}
+    for idx in range(1, len(sizes)):
+        scale = weight_init_std
+        if str(weight_init_std).lower() in ("relu", "he"):
+            scale = np.sqrt(2.0 / sizes[idx - 1])
+        elif str(weight_init_std).lower() in ("sigmoid", "xavier"):
+            scale = np.sqrt(1.0 / sizes[idx - 1])
+        params[f"W{idx}"] = scale * randn(sizes[idx - 1], sizes[idx])
+        params[f"b{idx}"] = np.zeros(sizes[idx])
+    if use_batchnorm:
+        for idx, size in enumerate(hidden_size_list, 1):
+            params[f"gamma{idx}"] = np.ones(size)
+            params[f"beta{idx}"] = np.zeros(size)
+    return params
+
+
+# --- chapter 6: the optimizers (common/optimizer.py) ---
+# Each updates ``params`` in place, so the layers holding the same arrays see the change.
+
+
+class SGD:
+    """The book's SGD: ``W -= lr * dW``."""
+
+    def __init__(self, lr: float = 0.01):
+        self.lr = lr
+
+    def update(self, params: dict, grads: dict) -> None:
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+class Momentum:
+    """The book's Momentum: ``v = momentum * v - lr * dW``, then ``W += v``."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
+        self.lr, self.momentum = lr, momentum
+        self.v = None
+
+    def update(self, params: dict, grads: dict) -> None:
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.v[key] = self.momentum * self.v[key] - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+class Nesterov:
+    """Nesterov's accelerated gradient as the Japanese repository writes it: the step
+    uses the old v, then v is updated (the Korean one updates v first)."""
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9):
+        self.lr, self.momentum = lr, momentum
+        self.v = None
+
+    def update(self, params: dict, grads: dict) -> None:
+        if self.v is None:
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            params[key] += self.momentum * self.momentum * self.v[key]
+            params[key] -= (1 + self.momentum) * self.lr * grads[key]
+            self.v[key] *= self.momentum
+            self.v[key] -= self.lr * grads[key]
+
+
+class AdaGrad:
+    """The book's AdaGrad: ``h += dW * dW``, ``W -= lr * dW / (sqrt(h) + 1e-7)``."""
+
+    def __init__(self, lr: float = 0.01):
+        self.lr = lr
+        self.h = None
+
+    def update(self, params: dict, grads: dict) -> None:
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.h[key] += grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class RMSprop:
+    """The book's RMSprop: h decays by ``decay_rate``; the step as AdaGrad's."""
+
+    def __init__(self, lr: float = 0.01, decay_rate: float = 0.99):
+        self.lr, self.decay_rate = lr, decay_rate
+        self.h = None
+
+    def update(self, params: dict, grads: dict) -> None:
+        if self.h is None:
+            self.h = {key: np.zeros_like(val) for key, val in params.items()}
+        for key in params:
+            self.h[key] *= self.decay_rate
+            self.h[key] += (1 - self.decay_rate) * grads[key] * grads[key]
+            params[key] -= self.lr * grads[key] / (np.sqrt(self.h[key]) + 1e-7)
+
+
+class Adam:
+    """The book's Adam: bias correction folded into the rate, eps 1e-7 outside the root."""
+
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999):
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.iter = 0
+        self.m = self.v = None
+
+    def update(self, params: dict, grads: dict) -> None:
+        if self.m is None:
+            self.m = {key: np.zeros_like(val) for key, val in params.items()}
+            self.v = {key: np.zeros_like(val) for key, val in params.items()}
+        self.iter += 1
+        lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+        for key in params:
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+# The Trainer's optimizer_class_dict.
+OPTIMIZERS = {
+    "sgd": SGD,
+    "momentum": Momentum,
+    "nesterov": Nesterov,
+    "adagrad": AdaGrad,
+    "rmsprop": RMSprop,
+    "adam": Adam,
+}
+
+
+# --- chapter 6: the Trainer and the helpers of common/util.py ---
+
+
+class Trainer:
+    """The book's Trainer (common/trainer.py): one minibatch per ``train_step``.
+
+    Each step draws ``choice(train_size, batch_size)`` (with replacement),
+    updates, then computes the loss once more on the same batch (the book's
+    ``train_loss_list``). Train and test accuracy are taken whenever
+    ``current_iter % iter_per_epoch == 0``, after that step's update, on the
+    first ``evaluate_sample_num_per_epoch`` examples (all when None). ``rng``
+    is a ``np.random.Generator`` for the draws; None uses ``np.random``, as the
+    book does.
+    """
+
+    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20,
+                 mini_batch_size=100, optimizer="SGD", optimizer_param=None,
+                 evaluate_sample_num_per_epoch=None, verbose=True, rng=None):  # fmt: skip
+        self.network, self.verbose = network, verbose
+        self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
+        self.epochs, self.batch_size = epochs, mini_batch_size
+        self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
+        optimizer_param = {"lr": 0.01} if optimizer_param is None else optimizer_param
+        self.optimizer = OPTIMIZERS[optimizer.lower()](**optimizer_param)
+        self.rng = np.random if rng is None else rng
+        self.train_size = x_train.shape[0]
+        self.iter_per_epoch = max(self.train_size / mini_batch_size, 1)
+        self.max_iter = int(epochs * self.iter_per_epoch)
+        self.current_iter = self.current_epoch = 0
+        self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
+
+    def train_step(self) -> None:
+        batch_mask = self.rng.choice(self.train_size, self.batch_size)
+        x_batch, t_batch = self.x_train[batch_mask], self.t_train[batch_mask]
+        grads = self.network.gradient(x_batch, t_batch)
+        self.optimizer.update(self.network.params, grads)
+        loss = self.network.loss(x_batch, t_batch)
+        self.train_loss_list.append(loss)
+        if self.verbose:
+            print(f"train loss:{loss}")
+        if self.current_iter % self.iter_per_epoch == 0:
+            self.current_epoch += 1
+            x_train, t_train, x_test, t_test = self.x_train, self.t_train, self.x_test, self.t_test
+            if self.evaluate_sample_num_per_epoch is not None:
+                n = self.evaluate_sample_num_per_epoch
+                x_train, t_train, x_test, t_test = x_train[:n], t_train[:n], x_test[:n], t_test[:n]
+            train_acc = self.network.accuracy(x_train, t_train)
+            test_acc = self.network.accuracy(x_test, t_test)
+            self.train_acc_list.append(train_acc)
+            self.test_acc_list.append(test_acc)
+            if self.verbose:
+                epoch = self.current_epoch
+                print(f"=== epoch:{epoch}, train acc:{train_acc}, test acc:{test_acc} ===")
+        self.current_iter += 1
+
+    def train(self) -> None:
+        for _ in range(self.max_iter):
+            self.train_step()
+        test_acc = self.network.accuracy(self.x_test, self.t_test)
+        if self.verbose:
+            print("=============== Final Test Accuracy ===============")
+            print(f"test acc:{test_acc}")
+
+
+def smooth_curve(x) -> np.ndarray:
+    """The book's smoothing of a loss curve: an 11-point Kaiser window (beta 2), edges mirrored.
+
+    The output has the input's length.
+    """
+    window_len = 11
+    x = np.asarray(x)
+    s = np.r_[x[window_len - 1 : 0 : -1], x, x[-1:-window_len:-1]]
+    w = np.kaiser(window_len, 2)
+    y = np.convolve(w / w.sum(), s, mode="valid")
+    return y[5 : len(y) - 5]
+
+
+def shuffle_dataset(x: np.ndarray, t: np.ndarray, rng=None) -> tuple[np.ndarray, np.ndarray]:
+    """The book's ``shuffle_dataset``: x and t in one random permutation of the rows.
+
+    ``rng`` is a ``np.random.Generator``; None uses ``np.random``, as the book does.
+    """
+    rng = np.random if rng is None else rng
+    permutation = rng.permutation(x.shape[0])
+    return x[permutation], t[permutation]

@@ -72,6 +72,28 @@ def _affine_args(rng, dtype):
     return _normal(rng, (4, 2, 3), dtype), _normal(rng, (6, 5), dtype), _normal(rng, (5,), dtype)
 
 
+def _single_example(rng, dtype):
+    # The book's 5.6.1: one x of shape (D,), out of shape (M,).
+    return _normal(rng, (6,), dtype), _normal(rng, (6, 5), dtype), _normal(rng, (5,), dtype)
+
+
+def _no_bias(rng, dtype):
+    return _normal(rng, (4, 2, 3), dtype), _normal(rng, (6, 5), dtype)
+
+
+def _loss_rows(name, layer, twin, make_args):
+    """The loss with each reduction besides the default mean: the rule for each is its own."""
+    return tuple(
+        Check(
+            f"{name}_{reduction}",
+            partial(layer, reduction=reduction),
+            partial(twin, reduction=reduction),
+            make_args,
+        )
+        for reduction in ("sum", "none")
+    )
+
+
 def _probabilities_and_labels(rng, dtype):
     # Mild logits keep every probability well above the float32 step.
     logits = 0.5 * rng.standard_normal((4, 5))
@@ -81,6 +103,11 @@ def _probabilities_and_labels(rng, dtype):
 
 def _scores_and_labels(rng, dtype):
     return _normal(rng, (4, 5), dtype), _labels(rng, 4, 5)
+
+
+def _one_example_scores(rng, dtype):
+    # A 1-D x is a batch of one; unreduced, its loss has shape ().
+    return _normal(rng, (5,), dtype), jnp.asarray(rng.integers(0, 5), jnp.int32)
 
 
 # Where the masked row puts -inf: one class, two, the first, none.
@@ -155,6 +182,16 @@ def _first_output(fn, **static):
     return out
 
 
+def _momentum_last(fn):
+    """Batch norm's ``out`` with the momentum as a sixth positional argument."""
+
+    @functools.wraps(fn)
+    def out(x, gamma, beta, running_mean, running_var, momentum):
+        return fn(x, gamma, beta, running_mean, running_var, momentum=momentum)[0]
+
+    return out
+
+
 def _batch_norm_args(x_shape, d):
     def make(rng, dtype):
         x = _normal(rng, x_shape, dtype, 2.0)
@@ -181,6 +218,25 @@ def _dropout_row(name, make_key, **static):
         return _normal(rng, (4, 6), dtype), make_key(0)
 
     return Check(name, partial(norm.dropout, **static), partial(reference.dropout, **static), make)
+
+
+def _traced_rate_row(name, **static):
+    """Dropout with its rate as an argument, so a traced value under the check's jit."""
+
+    def make(rng, dtype):
+        return _normal(rng, (4, 6), dtype), jax.random.key(0), jnp.asarray(0.3, dtype)
+
+    manual, twin = partial(norm.dropout, **static), partial(reference.dropout, **static)
+    return Check(name, manual, twin, make, argnums=(0,))  # no gradient flows into the rate
+
+
+def _with_value(make_args, value):
+    """``make_args``' arguments and one more, a hyperparameter in the row's dtype."""
+
+    def make(rng, dtype):
+        return (*make_args(rng, dtype), jnp.asarray(value, dtype))
+
+    return make
 
 
 def _weights(rng, dtype):
@@ -222,14 +278,32 @@ LATER_LAYER_CHECKS: tuple[Check, ...] = (
     _batch_norm_row("batch_norm", (5, 4), 4),
     _batch_norm_row("batch_norm_4d_eval", (4, 2, 3, 3), 18, train=False),
     _batch_norm_row("batch_norm_channel", (4, 3, 2, 2), 3, axis=1),
+    # The momentum as an argument, traced under the check's jit.
+    Check(
+        "batch_norm_traced_momentum",
+        _momentum_last(norm.batch_norm),
+        _momentum_last(reference.batch_norm),
+        _with_value(_batch_norm_args((5, 4), 4), 0.8),
+        argnums=(0, 1, 2),
+    ),
     _dropout_row("dropout", jax.random.key),
     _dropout_row("dropout_eval", jax.random.key, train=False),
     _dropout_row("dropout_inverted", jax.random.PRNGKey, inverted=True),
+    _traced_rate_row("dropout_traced_rate"),
+    _traced_rate_row("dropout_inverted_traced_rate", inverted=True),
+    _traced_rate_row("dropout_eval_traced_rate", train=False),
     Check(
         "weight_decay",
         partial(norm.weight_decay, lam=0.1),
         partial(reference.weight_decay, lam=0.1),
         _weights,
+    ),
+    Check(
+        "weight_decay_traced_lam",
+        norm.weight_decay,
+        reference.weight_decay,
+        _with_value(_weights, 0.1),
+        argnums=(0,),  # no gradient flows into lambda
     ),
 )
 
@@ -239,8 +313,21 @@ LAYER_CHECKS: tuple[Check, ...] = (
     Check("relu", layers.relu, reference.relu, lambda k, d: (_away_from_zero(k, (3, 4), d),)),
     Check("sigmoid", layers.sigmoid, reference.sigmoid, lambda k, d: (_normal(k, (3, 4), d, 2),)),
     Check("affine", layers.affine, reference.affine, _affine_args),
+    Check("affine_single_example", layers.affine, reference.affine, _single_example),
+    Check(
+        "affine_no_bias",
+        partial(layers.affine, b=None),
+        partial(reference.affine, b=None),
+        _no_bias,
+    ),
     Check("softmax", layers.softmax, reference.softmax, lambda k, d: (_normal(k, (4, 5), d),)),
     Check(
+        "cross_entropy_error",
+        layers.cross_entropy_error,
+        reference.cross_entropy_error,
+        _probabilities_and_labels,
+    ),
+    *_loss_rows(
         "cross_entropy_error",
         layers.cross_entropy_error,
         reference.cross_entropy_error,
@@ -251,6 +338,18 @@ LAYER_CHECKS: tuple[Check, ...] = (
         layers.softmax_with_loss,
         reference.softmax_with_loss,
         _scores_and_labels,
+    ),
+    *_loss_rows(
+        "softmax_with_loss",
+        layers.softmax_with_loss,
+        reference.softmax_with_loss,
+        _scores_and_labels,
+    ),
+    Check(
+        "softmax_with_loss_none_one_example",
+        partial(layers.softmax_with_loss, reduction="none"),
+        partial(reference.softmax_with_loss, reduction="none"),
+        _one_example_scores,
     ),
     Check(
         "masked_softmax_with_loss",

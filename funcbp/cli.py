@@ -1,4 +1,4 @@
-"""The ``funcbp`` command: gradcheck, train, evaluate, bench, graph.
+"""The ``funcbp`` command: gradcheck, train, evaluate, bench, graph, chapter, experiment.
 
 ``main(argv)`` returns the exit status, so tests call it directly. Bad input
 gives one line on stderr and a non-zero status, never a traceback.
@@ -229,7 +229,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_evaluate)
 
 
-def _run_evaluate(args, stop) -> int:
+def _run_evaluate(args) -> int:
     from funcbp import summary
     from funcbp.runs import evaluate_params, evaluate_run
 
@@ -310,21 +310,45 @@ def _run_bench(args) -> int:
     return 0
 
 
-# --- graph ------------------------------------------------------------------
+# --- graph and chapter ---------------------------------------------------------
+
+
+def _max_elements(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _add_figure_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lang", choices=["en", "ko"], default="en", help="labels' language")
+    p.add_argument(
+        "--max-elements",
+        type=_max_elements,
+        metavar="N",
+        help="arrays of up to N elements are drawn as their values, larger ones as shape, "
+        "mean and std (default 12)",
+    )
 
 
 def _add_graph(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "example",
-        metavar="EXAMPLE",
-        help="apple, apple-orange, two-layer, simple-convnet or small-convnet",
+        metavar="NAME",
+        help="a figure of chapter 5 (apple-forward, local-computation, chain-rule, add-node, "
+        "mul-node, apple, apple-orange, relu, sigmoid, sigmoid-curve, affine, affine-batch, "
+        "softmax-with-loss, softmax-cross-entropy, two-layer) or simple-convnet, small-convnet",
     )
     p.add_argument(
         "--out",
         metavar="FILE",
-        help="FILE.svg, .png, .dot or .gv (default: EXAMPLE.svg); .svg and .png need "
+        help="FILE.svg, .png, .dot or .gv (default: NAME.svg); .svg and .png need "
         "Graphviz's dot or graphviz-pure, without which the .dot is written instead",
     )
+    _add_figure_options(p)
     p.set_defaults(run=_run_graph)
 
 
@@ -335,25 +359,92 @@ def _run_graph(args) -> int:
 
     # float64, so the picture shows the book's 220 and 2.2.
     jax.config.update("jax_enable_x64", True)
-    from funcbp.graph import EXAMPLES, FORMATS, trace
+    from funcbp.chapter5 import DRAWABLE
+    from funcbp.graph import FORMATS
 
-    if args.example not in EXAMPLES:
-        raise UsageError(f"unknown example {args.example!r}; choose from {', '.join(EXAMPLES)}")
+    if args.example not in DRAWABLE:
+        raise UsageError(f"unknown example {args.example!r}; choose from {', '.join(DRAWABLE)}")
     out = Path(args.out or f"{args.example}.svg")
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
     try:
-        f, fargs, argnames = EXAMPLES[args.example]()
+        # Without Graphviz this writes the .dot and says on stderr how to render it.
+        (written,) = DRAWABLE[args.example].write(out, args.lang, args.max_elements)
     except ImportError as e:
         print(f"funcbp graph: {args.example} needs a missing module: {e}", file=sys.stderr)
         return 1
-    try:
-        # Without Graphviz this writes the .dot and says on stderr how to render it.
-        written = trace(f, *fargs, argnames=argnames).render(out)
     except RuntimeError as e:
         print(f"funcbp graph: {e}", file=sys.stderr)
         return 1
     print(f"wrote {written}")
+    return 0
+
+
+def _add_chapter(p: argparse.ArgumentParser) -> None:
+    p.add_argument("chapter", type=int, choices=[5], metavar="CHAPTER", help="5")
+    p.add_argument(
+        "--out", metavar="DIR", help="folder to write into (default: chapter5, or chapter5-ko)"
+    )
+    _add_figure_options(p)
+    p.set_defaults(run=_run_chapter)
+
+
+def _run_chapter(args) -> int:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from funcbp.chapter5 import write_chapter
+
+    out = args.out or ("chapter5" if args.lang == "en" else "chapter5-ko")
+    try:
+        written = write_chapter(out, args.lang, args.max_elements)
+    except RuntimeError as e:
+        print(f"funcbp chapter: {e}", file=sys.stderr)
+        return 1
+    figures = sum(1 for p in written if p.suffix == ".svg")
+    print(
+        f"wrote {written[-1]} and {figures} figures, each as .svg and .png, in {written[-1].parent}"
+    )
+    return 0
+
+
+# --- experiment -------------------------------------------------------------
+
+
+def _add_experiment(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", metavar="NAME", nargs="?", help="the experiment (see --list)")
+    p.add_argument("--list", action="store_true", help="list the experiments and their scripts")
+    p.add_argument("--seeds", type=int, metavar="K", help="models per setting (mean ± std)")
+    p.add_argument("--seed", type=int, help="the first seed (default 0)")
+    p.add_argument("--quick", action="store_true", help="a small run of seconds, a first look")
+    p.add_argument("--data", help="mnist-5k (bundled, default), mnist or a folder of IDX files")
+    p.add_argument("--params", metavar="FILE", help="the model's params, e.g. the book's .pkl")
+    p.add_argument("--run-dir", metavar="DIR", help="a funcbp train run folder of the model")
+    p.add_argument(
+        "--out", metavar="DIR", help="run folder (default: runs/NAME/<date>-<time>-<id>)"
+    )
+    p.add_argument("--resume", metavar="DIR", help="continue the stopped experiment in DIR")
+    p.set_defaults(run=_run_experiment)
+
+
+def _run_experiment(args) -> int:
+    from funcbp import experiments
+
+    if args.list:
+        print(experiments.listing())
+        return 0
+    if args.name is None and args.resume is None:
+        raise UsageError("give NAME (see --list), or --resume DIR")
+    given = {k: getattr(args, k) for k in ("seeds", "seed", "quick", "data", "params", "run_dir")}
+    try:
+        outcome = experiments.run(args.name, out=args.out, resume=args.resume, **given)
+    except experiments.Stopped as e:
+        print(f"funcbp experiment: {e}", file=sys.stderr)
+        return 128 + int(e.signum)
+    for claim in outcome.claims:
+        print(claim.line())
+    print(f"{outcome.results['settings']['name']}: {outcome.results['seconds']:.1f} s; "
+          f"wrote {outcome.out}")  # fmt: skip
     return 0
 
 
@@ -396,6 +487,20 @@ _COMMANDS = {
         None,
         _add_graph,
     ),
+    "chapter": (
+        "write every figure of chapter 5 (SVG and PNG) with an index page, in English or Korean",
+        "Write the chapter's figures, each traced from running code, in the chapter's order, "
+        "with index.md: one sentence per figure naming its section and the book's figure "
+        "number, and the layers' forward and backward calls of sections 5.4 and 5.7.",
+        _add_chapter,
+    ),
+    "experiment": (
+        "run one of the book's experiments of chapters 6 to 8, with its figure and claims",
+        "Run one of the book's experiments (ch06 to ch08) as jitted programs over several "
+        "seeds; write its figure with mean ± std bands, results.json and one line per claim "
+        "saying whether it held on this data.",
+        _add_experiment,
+    ),
 }
 
 
@@ -420,26 +525,26 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``funcbp`` command line; returns the exit status.
 
-    SIGINT and SIGTERM are handled from the first line, before JAX is
-    imported: the command runs in a worker thread while this one waits and
-    answers them (:func:`funcbp.stopping.supervise`).
+    For ``funcbp train``, SIGINT and SIGTERM are handled from the first line,
+    before JAX is imported: the command runs in a worker thread while this one
+    waits and answers them (:func:`funcbp.stopping.supervise`). The other
+    commands run here and handle signals themselves.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["train"]:
+        return _command(argv)
     stop = Stop()
     restore = stop.install()
     try:
-        argv = list(sys.argv[1:] if argv is None else argv)
-        name = argv[0] if argv and argv[0] in _COMMANDS else ""
-        return supervise(lambda: _command(argv, stop), stop, prefix=f"funcbp {name}".strip())
+        return supervise(lambda: _command(argv, stop), stop, prefix="funcbp train")
     finally:
         restore()
 
 
-def _command(argv: list[str], stop: Stop) -> int:
+def _command(argv: list[str], stop: Stop | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in ("train", "evaluate"):
-            return args.run(args, stop)
-        return args.run(args)
+        return args.run(args, stop) if args.command == "train" else args.run(args)
     except (UsageError, ValueError, OSError) as e:
         # DataError is a ValueError; bad values from the layers and config are too.
         if os.environ.get("FUNCBP_DEBUG"):
@@ -447,6 +552,9 @@ def _command(argv: list[str], stop: Stop) -> int:
         message = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"funcbp {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"funcbp {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ import numpy as np
 import optax
 
 from funcbp import _checks, zoo
-from funcbp.net import GRADIENT_METHODS, Network
+from funcbp.net import GRADIENT_METHODS, Network, check_compute_dtype
 
 __all__ = [
-    "COMPUTE_DTYPES",
     "MAX_SEED",
     "MESH_AXES",
     "OPTIMIZERS",
@@ -54,7 +53,6 @@ MAX_SEED = 2**32 - 1  # jax.random.key takes a uint32 seed; larger ones wrap aro
 MESH_AXES = ("explicit", "auto")
 # Numerical gradients are for checking: 2 forward passes per parameter per step.
 TRAIN_GRADIENTS = tuple(m for m in GRADIENT_METHODS if m != "numerical")
-COMPUTE_DTYPES = ("float32", "bfloat16")
 INIT_NAMES = ("he", "xavier")
 
 
@@ -290,7 +288,10 @@ class TrainConfig:
     )
     compute_dtype: str = field(
         default="float32",
-        metadata=_meta("bfloat16 computes in bfloat16 (float32 weights, updates and statistics)"),
+        metadata=_meta(
+            "the layers' dtype: bfloat16 computes in bfloat16 (float32 weights, updates and "
+            "batch-norm statistics)"
+        ),
     )
     grad: str = field(
         default="manual",
@@ -444,12 +445,7 @@ def _check_run(c: TrainConfig) -> None:
             f"grad must be one of {', '.join(TRAIN_GRADIENTS)} (numerical is for checking), "
             f"got {c.grad!r}"
         )
-    if c.compute_dtype == "float16":
-        raise ValueError(
-            "compute_dtype float16 is refused: its gradients underflow without loss scaling, "
-            "which funcbp does not do; use bfloat16"
-        )
-    _checks.one_of("compute_dtype", c.compute_dtype, COMPUTE_DTYPES)
+    check_compute_dtype(c.compute_dtype)  # the network's rule: float16 needs loss scaling
     _checks.one_of("optimizer", c.optimizer or spec.recipe.optimizer, OPTIMIZERS)
 
 

@@ -1,7 +1,9 @@
 """MNIST for funcbp: the bundled 5k subset, an IDX reader and the full-set download.
 
 ``load_mnist`` takes the book's options (``normalize``, ``flatten``, ``one_hot_label``)
-and returns ``((x_train, t_train), (x_test, t_test))`` as numpy arrays.
+and returns ``((x_train, t_train), (x_test, t_test))`` as numpy arrays. The IDX reader
+opens only regular files and allocates only what a header declares, within bounds
+(``docs/files.md``); only the download cache is ever created.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import gzip
 import hashlib
 import http.client
 import io
+import math
 import os
 import struct
 import urllib.error
@@ -18,11 +21,12 @@ import zipfile
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from tqdm import tqdm
 
-from funcbp.io import atomic_path
+from funcbp.io import atomic_path, open_regular, read_into, shorten
 
 MNIST_5K_PATH = Path(__file__).parent / "_data" / "mnist_5k.npz"
 MNIST_5K_SHA256 = "2b35732dba34d4745a4eaaa70dec07564cca3f9e263cf0c4b9075e33c45a323f"
@@ -41,6 +45,12 @@ DATA_DIR_ENV = "FUNCBP_DATA_DIR"
 SOURCES = ("mnist-5k", "mnist")
 MNIST_IMAGE = (1, 28, 28)
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
+_IDX_MAGIC = {"images": _IMAGES_MAGIC, "labels": _LABELS_MAGIC}
+# Five times full MNIST's training images (47 MB): room for MNIST-format sets,
+# and a bound on what a crafted header or gzip stream can make us allocate.
+MAX_IDX_BYTES = 1 << 28
+# The largest MNIST file is 9.9 MB; a mirror that sends more is not sending it.
+_MAX_DOWNLOAD = 1 << 26
 _SPLIT_SEED = 0
 
 Split = tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -50,45 +60,85 @@ class DataError(ValueError):
     """A data file is missing, corrupt or fails its checksum."""
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an MNIST IDX file, gzipped (``.gz``) or raw.
+def read_idx(
+    path: str | os.PathLike, kind: str | None = None, *, max_bytes: int = MAX_IDX_BYTES
+) -> np.ndarray:
+    """Read an MNIST IDX file, gzipped (``.gz``) or raw, allocating only what its header declares.
+
+    Only a regular file is opened. The header's size is checked (in Python
+    ints: no wraparound) against the file's size, or for ``.gz`` against
+    ``max_bytes``, before the array is allocated; a gzip stream is read no
+    further than the header declares, plus one byte to see that it ends.
+
+    Args:
+        path: the file.
+        kind: ``"images"`` or ``"labels"`` to insist on one; None takes either.
+        max_bytes: the most data bytes a header may declare.
 
     Returns:
         uint8 array: (N, rows, cols) for images (magic 2051), (N,) for labels (magic 2049).
 
     Raises:
-        DataError: bad gzip, unknown magic number, or a size that disagrees with the header.
+        DataError: not a regular file, bad gzip, unknown or unexpected magic number, or a
+            size that disagrees with the header.
     """
+    if kind is not None and kind not in _IDX_MAGIC:
+        raise ValueError(f"kind must be one of {tuple(_IDX_MAGIC)} or None, got {kind!r}")
     path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
-    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    shown = shorten(os.fspath(path))
+    with open_regular(path, DataError) as f:
+        try:
+            if path.suffix == ".gz":
+                with gzip.GzipFile(fileobj=f, mode="rb") as g:
+                    return _read_idx_stream(g, shown, kind, max_bytes, None)
+            return _read_idx_stream(f, shown, kind, max_bytes, os.fstat(f.fileno()).st_size)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+            raise DataError(
+                f"{shown}: expected a gzip file, found a truncated or corrupt one ({shorten(e)})"
+            ) from None
+
+
+def _read_idx_stream(
+    f: IO[bytes], shown: str, kind: str | None, max_bytes: int, size: int | None
+) -> np.ndarray:
+    head = f.read(8)
+    if len(head) < 8:
+        raise DataError(f"{shown}: expected an 8-byte IDX header at least, found {len(head)} bytes")
+    magic, count = struct.unpack(">II", head)
+    found = {m: k for k, m in _IDX_MAGIC.items()}.get(magic)
+    if found is None:
         raise DataError(
-            f"{path}: expected a gzip file, found a truncated or corrupt one ({e})"
-        ) from e
-    if len(raw) < 8:
-        raise DataError(f"{path}: expected an 8-byte IDX header at least, found {len(raw)} bytes")
-    magic, count = struct.unpack(">II", raw[:8])
-    if magic == _LABELS_MAGIC:
-        dims = (count,)
-    elif magic == _IMAGES_MAGIC:
-        if len(raw) < 16:
-            raise DataError(f"{path}: expected a 16-byte image header, found {len(raw)} bytes")
-        dims = (count, *struct.unpack(">II", raw[8:16]))
-    else:
-        raise DataError(
-            f"{path}: expected magic {_IMAGES_MAGIC} (images) or {_LABELS_MAGIC} (labels), "
+            f"{shown}: expected magic {_IMAGES_MAGIC} (images) or {_LABELS_MAGIC} (labels), "
             f"found {magic}"
         )
-    header = 4 + 4 * len(dims)
-    expected, found = int(np.prod(dims)), len(raw) - header
-    if found != expected:
-        raise DataError(f"{path}: header {dims} expects {expected} data bytes, found {found}")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims).copy()
+    if kind is not None and found != kind:
+        raise DataError(
+            f"{shown}: expected {kind} (magic {_IDX_MAGIC[kind]}), found {found} (magic {magic})"
+        )
+    dims = (count,)
+    if found == "images":
+        more = f.read(8)
+        if len(more) < 8:
+            raise DataError(
+                f"{shown}: expected a 16-byte image header, found {8 + len(more)} bytes"
+            )
+        dims = (count, *struct.unpack(">II", more))
+    header, expected = 4 + 4 * len(dims), math.prod(dims)
+    if size is not None and size - header != expected:
+        raise DataError(
+            f"{shown}: header {dims} expects {expected} data bytes, found {size - header}"
+        )
+    if expected > max_bytes:
+        raise DataError(
+            f"{shown}: header {dims} declares {expected:,} data bytes, more than the "
+            f"{max_bytes:,} an IDX file may hold here"
+        )
+    out = np.empty(dims, np.uint8)
+    done = read_into(f, memoryview(out.reshape(-1)))
+    if done != expected or f.read(1):
+        more = f"{done}" if done != expected else "more"
+        raise DataError(f"{shown}: header {dims} expects {expected} data bytes, found {more}")
+    return out
 
 
 def mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -101,8 +151,30 @@ def mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
         return Path(data_dir).expanduser()
     if os.environ.get(DATA_DIR_ENV):
         return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    return _cache_dir()
+
+
+def _cache_dir() -> Path:
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache) / "funcbp" / "mnist"
+
+
+def _check_data_dir(folder: Path, *, from_env: bool) -> None:
+    """Refuses a data folder that is not a folder, or a missing ``$FUNCBP_DATA_DIR``.
+
+    Only the download cache (or a folder a caller names for downloading) is
+    created; ``$FUNCBP_DATA_DIR`` must exist, so that a typo is not silently
+    filled with a fresh download.
+    """
+    what = f"{DATA_DIR_ENV}={shorten(folder)}" if from_env else f"data folder {shorten(folder)}"
+    if os.path.lexists(folder) and not folder.is_dir():
+        kind = "a symlink loop or broken link" if not folder.exists() else "not a folder"
+        raise DataError(f"{what} is {kind}; expected a folder holding the MNIST files")
+    if from_env and not folder.is_dir():
+        raise DataError(
+            f"{what} does not exist; create it, or unset {DATA_DIR_ENV} to use the download "
+            f"cache {shorten(_cache_dir())}, or pass --data DIR"
+        )
 
 
 def _fetch(url: str, target: Path, md5: str, progress: bool, timeout: float) -> None:
@@ -110,10 +182,14 @@ def _fetch(url: str, target: Path, md5: str, progress: bool, timeout: float) -> 
         digest = hashlib.md5(usedforsecurity=False)
         with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
             size = int(resp.headers.get("Content-Length") or 0) or None
+            received = 0
             with tqdm(
                 total=size, unit="B", unit_scale=True, desc=target.name, disable=not progress
             ) as bar:
                 while chunk := resp.read(1 << 16):
+                    received += len(chunk)
+                    if received > _MAX_DOWNLOAD:
+                        raise DataError(f"sent more than {_MAX_DOWNLOAD:,} bytes; expected MNIST")
                     out.write(chunk)
                     digest.update(chunk)
                     bar.update(len(chunk))
@@ -122,9 +198,11 @@ def _fetch(url: str, target: Path, md5: str, progress: bool, timeout: float) -> 
 
 
 def _present(folder: Path, name: str) -> Path | None:
-    # Accept the gunzipped file too, as many people keep them that way.
+    # Accept the gunzipped file too, as many people keep them that way. Anything
+    # by that name counts (a folder, a FIFO, a broken link): read_idx says what
+    # is wrong with it, rather than a download being tried past it.
     for path in (folder / name, folder / name.removesuffix(".gz")):
-        if path.is_file():
+        if os.path.lexists(path):
             return path
     return None
 
@@ -139,15 +217,20 @@ def download_mnist(
     """Download the files in ``md5s`` missing from ``mnist_dir(dest_dir)``, trying mirrors in order.
 
     A file is kept only if its MD5 matches; a failed download leaves nothing behind.
+    ``dest_dir`` or the download cache is created if missing; ``$FUNCBP_DATA_DIR`` must exist.
 
     Returns:
         The folder holding the files.
 
     Raises:
-        DataError: some file could not be fetched from any mirror.
+        DataError: the folder is refused, or some file could not be fetched from any mirror.
     """
     folder = mnist_dir(dest_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    _check_data_dir(folder, from_env=dest_dir is None and bool(os.environ.get(DATA_DIR_ENV)))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"data folder {shorten(folder)} cannot be created: {e.strerror}") from None
     missing, errors, unreachable = [], [], set()
     for name, md5 in md5s.items():
         if _present(folder, name):
@@ -164,11 +247,11 @@ def download_mnist(
         else:
             missing.append(name)
     if missing:
-        last = errors[-1] if errors else "no mirrors given"
+        last = shorten(errors[-1], 200) if errors else "no mirrors given"
         raise DataError(
             f"could not download {', '.join(missing)} (last error: {last}); "
-            f"put the files in {folder}, or pass --data DIR / set {DATA_DIR_ENV} to a folder "
-            "holding them"
+            f"put the files in {shorten(folder)}, or pass --data DIR / set {DATA_DIR_ENV} to a "
+            "folder holding them"
         )
     return folder
 
@@ -181,15 +264,20 @@ def _read_idx_folder(folder: Path, download: bool) -> Split:
     if None in paths:
         missing = [name for name, p in zip(MNIST_MD5, paths, strict=True) if p is None]
         raise DataError(
-            f"missing {', '.join(missing)} in {folder}; put the files there, or pass --data DIR "
-            f"/ set {DATA_DIR_ENV} to a folder holding them"
+            f"missing {', '.join(missing)} in {shorten(folder)}; put the files there, or pass "
+            f"--data DIR / set {DATA_DIR_ENV} to a folder holding them"
         )
-    x_train, t_train, x_test, t_test = (read_idx(p) for p in paths)
-    for x, t, x_path, t_path in ((x_train, t_train, *paths[:2]), (x_test, t_test, *paths[2:])):
-        if x.ndim != 3 or t.ndim != 1 or len(x) != len(t):
-            raise DataError(f"{x_path} holds {x.shape} images but {t_path} {t.shape} labels")
-        if t.size and t.max() > 9:
-            raise DataError(f"{t_path}: expected labels 0..9, found {t.max()}")
+    kinds = ("images", "labels", "images", "labels")
+    x_train, t_train, x_test, t_test = (read_idx(p, k) for p, k in zip(paths, kinds, strict=True))
+    splits = (("training", x_train, t_train, *paths[:2]), ("test", x_test, t_test, *paths[2:]))
+    for split, x, t, x_path, t_path in splits:
+        x_shown, t_shown = shorten(x_path), shorten(t_path)
+        if len(x) != len(t):
+            raise DataError(f"{x_shown} holds {x.shape} images but {t_shown} {t.shape} labels")
+        if len(x) == 0:
+            raise DataError(f"{x_shown}: holds 0 images; the {split} set needs at least one")
+        if t.max() > 9:
+            raise DataError(f"{t_shown}: expected labels 0..9, found {t.max()}")
     return (x_train, t_train), (x_test, t_test)
 
 
@@ -237,14 +325,18 @@ def load_mnist(
     if source == "mnist-5k":
         (x_train, t_train), (x_test, t_test) = _read_mnist_5k(MNIST_5K_PATH)
     elif source == "mnist":
-        (x_train, t_train), (x_test, t_test) = _read_idx_folder(mnist_dir(), download)
+        folder = mnist_dir()
+        _check_data_dir(folder, from_env=bool(os.environ.get(DATA_DIR_ENV)))
+        (x_train, t_train), (x_test, t_test) = _read_idx_folder(folder, download)
     else:
         folder = Path(source).expanduser()
-        text = os.fspath(source)
+        text = shorten(os.fspath(source))
         if folder.is_dir():
             (x_train, t_train), (x_test, t_test) = _read_idx_folder(folder, download)
         elif folder.exists():
             raise DataError(f"source={text!r} is not a folder")
+        elif os.path.lexists(folder):
+            raise DataError(f"source={text!r} is a broken symlink or a symlink loop")
         elif isinstance(source, str) and os.sep not in text:
             # A bare word is more likely a mistyped dataset name than a folder.
             raise DataError(
@@ -252,7 +344,7 @@ def load_mnist(
                 "four MNIST IDX files"
             )
         else:
-            raise DataError(f"source folder {folder} does not exist")
+            raise DataError(f"source folder {text} does not exist")
     return tuple(_convert(x, t, **flags) for x, t in ((x_train, t_train), (x_test, t_test)))
 
 

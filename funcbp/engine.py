@@ -75,15 +75,12 @@ def programs(run: Run, *, fed: bool = False) -> Programs:
     if key not in _PROGRAMS:
         config = run.config
         kind = {"models": run.count, "shared": config.shared_batches}
+        dtype = config.compute_dtype
+        opt = make_optimizer(run.optimizer)
         chunk = make_chunk(
-            run.build,
-            make_optimizer(run.optimizer),
-            config.grad,
-            config.batch_size,
-            fed=fed,
-            **kind,
+            run.build, opt, config.grad, config.batch_size, fed=fed, compute_dtype=dtype, **kind
         )
-        evaluator = Evaluator(run.build, models=run.count)
+        evaluator = Evaluator(run.build, models=run.count, compute_dtype=dtype)
         _PROGRAMS[key] = Programs(chunk, evaluator, _step_flops(run))
         while len(_PROGRAMS) > _KEEP:
             _PROGRAMS.popitem(last=False)
@@ -217,7 +214,7 @@ def _step_flops(run: Run) -> float | None:
     state = jax.eval_shape(lambda k: init_train_state(net, opt, k), _run_keys(0))
     xb = jax.ShapeDtypeStruct((c.batch_size, *net.input_shape), jnp.float32)
     tb = jax.ShapeDtypeStruct((c.batch_size,), jnp.int32)
-    step = jax.jit(make_step(lambda values: net, opt, c.grad))
+    step = jax.jit(make_step(lambda values: net, opt, c.grad, c.compute_dtype))
     try:
         return step.lower(state, xb, tb, jax.random.key(0), {}).cost_analysis()["flops"]
     except (KeyError, TypeError, NotImplementedError):  # no cost model on this backend

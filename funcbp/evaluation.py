@@ -50,9 +50,9 @@ def correct(scores: ArrayLike, t: ArrayLike) -> Array:
     return predicted == labels(t).astype(predicted.dtype)
 
 
-def accuracy(net, params, x: ArrayLike, t: ArrayLike, state=None) -> Array:
+def accuracy(net, params, x: ArrayLike, t: ArrayLike, state=None, *, compute_dtype=None) -> Array:
     """The fraction of rows whose highest score (eval mode) is the label."""
-    return jnp.mean(correct(net.predict(params, x, state), t))
+    return jnp.mean(correct(net.predict(params, x, state, compute_dtype=compute_dtype), t))
 
 
 def batched(x: ArrayLike, t: ArrayLike, batch: int = BATCH) -> list[tuple[Array, Array]]:
@@ -72,15 +72,19 @@ class Evaluator:
         build: ``build(values) -> Network``, one model's network from its values
             (those that differ between models, e.g. weight decay's lambda).
         models: K; params, state and values then have a leading (K,) axis.
+        compute_dtype: the networks' (None: the params' dtype).
     """
 
-    def __init__(self, build: Callable[[Mapping[str, Any]], Any], models: int = 1):
+    def __init__(
+        self, build: Callable[[Mapping[str, Any]], Any], models: int = 1, compute_dtype=None
+    ):
         self.models = models
+        dtype = {"compute_dtype": compute_dtype}
 
         def sums(params, state, values, xb, tb):
             net = build(values)
-            hits = jnp.sum(correct(net.predict(params, xb, state), tb))
-            return hits, net.loss(params, xb, tb, state) * xb.shape[0]
+            hits = jnp.sum(correct(net.predict(params, xb, state, **dtype), tb))
+            return hits, net.loss(params, xb, tb, state, **dtype) * xb.shape[0]
 
         if models > 1:
             sums = jax.vmap(sums, in_axes=(0, 0, 0, None, None))

@@ -4,27 +4,48 @@ Each layer reads top to bottom: the primal function, its ``_fwd`` returning
 ``(out, residuals)``, its ``_bwd(residuals, dout)``, then ``defvjp``. The
 residuals are exactly what the book's layer classes cache on ``self``.
 
+Each layer's two halves are public, to call by hand as section 5.4 calls
+``forward()`` and ``backward()``: ``out, cache = mul.forward(x, y)`` is the
+forward pass and what its backward needs (the book's ``self.x``, ``self.y``),
+and ``dx, dy = mul.backward(cache, dout)`` is the backward pass; static
+arguments come first, as in ``softmax_with_loss.backward("mean", cache, dout)``.
+``relu.forward(x)`` keeps the mask, ``affine.backward(cache, dout)`` returns
+``(dx, dW, db)``, and a rule returns None for labels ``t``, which get no
+gradient. :func:`funcbp.examples.buy_apple_layers` is the book's example
+written this way.
+
 Every rule multiplies by the incoming cotangent ``dout``, so ``grad(3 * f)`` is
 three times ``grad(f)``. The rules compose with ``jit``, ``vmap``, ``lax.scan``,
 ``jax.checkpoint`` and reverse-over-reverse (``grad`` of ``grad``,
-``jax.jacrev``, ``jax.hessian``).
+``jax.jacrev``, ``jax.hessian``). Each is registered through
+:func:`funcbp._vma.defvjp`, so inside ``jax.shard_map`` its cotangents are
+typed like their primals (a replicated W gets a reduced dW).
 
 Forward mode does not pass through ``jax.custom_vjp``: ``jax.jvp`` and
 ``jax.jacfwd`` of these layers raise ``TypeError``. Use reverse mode, or the
 twins in :mod:`funcbp.reference`.
 
 Bad input raises ``TypeError`` or ``ValueError`` naming the argument. Shapes
-and dtypes are checked always, the values of the labels ``t`` only when t is
-concrete: under ``jit`` or ``vmap`` they are used as given.
+and dtypes are checked always, and mixed dtypes are refused, never promoted.
+The values of the labels ``t`` (and softmax_with_loss's +inf logits) are
+checked only when concrete: under ``jit`` or ``vmap`` they are used as given.
+Arguments that decide shapes or control flow are static Python values; a
+traced one is refused by name.
 """
 
 from __future__ import annotations
+
+import inspect
+from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import Array
 from jax.typing import ArrayLike
+
+from funcbp import _vma
 
 __all__ = [
     "add",
@@ -63,12 +84,25 @@ def _same_dtype(**arrays: Array) -> None:
         raise TypeError(f"{', '.join(dtypes)} must share one dtype, got {got}")
 
 
-# Static arguments (strides, flags, rates) pass through custom_vjp's
-# nondiff_argnums, so they must be plain Python values: an array there is
-# traced under jit and breaks the rule, a bool passed as a stride is a typo.
+# Arguments that decide shapes or control flow (strides, pads, flags, layouts,
+# the reduction) pass through custom_vjp's nondiff_argnums, so they must be
+# plain Python values: a bool passed as a stride is a typo, and a traced one
+# (an argument of a jitted or vmapped function) has no value to decide with.
+
+
+def _untraced(name: str, value: object) -> None:
+    """Refuses a traced static argument by name; JAX would only say UnexpectedTracerError."""
+    traced = [leaf for leaf in jax.tree.leaves(value) if isinstance(leaf, jax.core.Tracer)]
+    if traced:
+        raise TypeError(
+            f"{name} decides shapes or control flow and must be a static Python value, got a "
+            f"tracer of {jax.typeof(traced[0]).str_short()}: under jax.jit pass it through "
+            f"static_argnums or static_argnames, and do not jax.vmap over it"
+        )
 
 
 def _static_int(name: str, value: object, minimum: int) -> int:
+    _untraced(name, value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be a Python int, got {value!r} ({type(value).__name__})")
     if value < minimum:
@@ -77,19 +111,69 @@ def _static_int(name: str, value: object, minimum: int) -> int:
 
 
 def _static_bool(name: str, value: object) -> bool:
+    _untraced(name, value)
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a Python bool, got {value!r} ({type(value).__name__})")
     return value
 
 
-def _static_float(name: str, value: object, low: float, high: float, *, high_open: bool) -> float:
-    """A Python float (or int) in [low, high], or [low, high) with ``high_open``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{name} must be a Python float, got {value!r} ({type(value).__name__})")
-    if not (low <= value < high if high_open else low <= value <= high):
+class _custom_vjp(jax.custom_vjp):
+    """``jax.custom_vjp`` that names a bad argument before JAX sees it.
+
+    JAX checks the arguments before any of the rule runs, so the layer's own
+    checks would come too late: a traced ``nondiff_argnums`` argument would
+    be an UnexpectedTracerError, and a string where an array goes would not
+    say which argument it was.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        signature = inspect.signature(self.fun)
+        names = list(signature.parameters)
+        for name, value in signature.bind_partial(*args, **kwargs).arguments.items():
+            if names.index(name) in self.nondiff_argnums:
+                _untraced(name, value)
+                continue
+            for leaf in jax.tree.leaves(value):
+                try:
+                    jax.typeof(leaf)
+                except TypeError:
+                    raise TypeError(
+                        f"{name} must be an array or a number, got {leaf!r} ({type(leaf).__name__})"
+                    ) from None
+        return super().__call__(*args, **kwargs)
+
+
+def _hyperparameter(
+    name: str, value: object, low: float, high: float, *, high_open: bool
+) -> float | Array:
+    """A real scalar in [low, high] (or [low, high) with ``high_open``): a value, not a flag.
+
+    A Python number comes back as a float, a JAX or NumPy scalar as an array,
+    traced or not, so that ``jit`` and ``vmap`` take it like any other value.
+    The interval is checked where the value is concrete; a traced one has no
+    value yet to check.
+    """
+    numbers = int | float | np.generic | np.ndarray | jax.Array
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers):
+        raise TypeError(
+            f"{name} must be a real number (a Python float or a scalar array), "
+            f"got {value!r} ({type(value).__name__})"
+        )
+    if isinstance(value, int | float):
+        number: float | Array = float(value)
+    else:
+        number = jnp.asarray(value)
+        if number.shape != ():
+            raise ValueError(f"{name} must be a scalar, got an array of shape {number.shape}")
+        if not any(jnp.issubdtype(number.dtype, kind) for kind in (jnp.floating, jnp.integer)):
+            raise TypeError(f"{name} must be a real number, got dtype {number.dtype}")
+        if isinstance(number, jax.core.Tracer):
+            return number
+    concrete = float(number)
+    if not (low <= concrete < high if high_open else low <= concrete <= high):
         interval = f"[{low}, {high})" if high_open else f"[{low}, {high}]"
-        raise ValueError(f"{name} must be in {interval}, got {value}")
-    return float(value)
+        raise ValueError(f"{name} must be in {interval}, got {concrete}")
+    return number
 
 
 def _operands(x: ArrayLike, y: ArrayLike) -> tuple[Array, Array]:
@@ -156,8 +240,8 @@ def _labels(x: Array, t: ArrayLike) -> Array:
     )
 
 
-def _at(index: tuple[int, ...]) -> str:
-    return f" at t[{', '.join(str(int(i)) for i in index)}]" if index else ""
+def _at(index: tuple[int, ...], name: str = "t") -> str:
+    return f" at {name}[{', '.join(str(int(i)) for i in index)}]" if index else ""
 
 
 def _check_indices(t: Array, classes: int) -> None:
@@ -207,10 +291,61 @@ def _as_batch(x: Array, t: Array) -> tuple[Array, Array]:
     return x, t
 
 
+def _logits(x: Array) -> None:
+    """A +inf logit has no softmax (inf - inf): refused where x is concrete."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    bad = np.isposinf(np.asarray(x))
+    if bad.any():
+        index = tuple(np.argwhere(bad)[0])
+        raise ValueError(
+            f"x must not hold +inf, which has no softmax (mask a class with -inf instead), "
+            f"got +inf{_at(index, 'x')}"
+        )
+
+
+def _log_softmax(x: Array) -> Array:
+    """log softmax(x) over the last axis, the max taken out first.
+
+    A row of only masked (-inf) logits has no class to put probability on; it
+    gets log 0 = -inf everywhere, as a masked class does. A +inf leaves nan.
+    """
+    m = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    shifted = x - jnp.where(m == -jnp.inf, 0, m)
+    total = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
+    return shifted - jnp.log(jnp.where(total == 0, 1, total))
+
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _reduction(reduction: object) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
+
+
+def _reduce(per_example: Array, reduction: str, shape: tuple[int, ...]) -> Array:
+    """The loss from the (N,) per-example losses: their mean, their sum, or them in ``shape``."""
+    if reduction == "none":
+        return per_example.reshape(shape)
+    total = jnp.sum(per_example)
+    return total / per_example.shape[0] if reduction == "mean" else total
+
+
+def _per_example(dout: Array, reduction: str, n: int) -> Array:
+    """Each example's share of the loss's cotangent, to scale its (N, C) row by."""
+    if reduction == "mean":
+        return dout / n
+    if reduction == "sum" or dout.ndim == 0:  # "none" on a 1-D x: one example
+        return dout
+    return dout[:, None]
+
+
 # --- Mul --------------------------------------------------------------------
 
 
-@jax.custom_vjp
+@_custom_vjp
 def mul(x: ArrayLike, y: ArrayLike) -> Array:
     """The multiplication node: ``x * y`` for two arrays of one shape.
 
@@ -233,13 +368,13 @@ def _mul_bwd(res, dout):
     return dout * y, dout * x
 
 
-mul.defvjp(_mul_fwd, _mul_bwd)
+_vma.defvjp(mul, _mul_fwd, _mul_bwd)
 
 
 # --- Add --------------------------------------------------------------------
 
 
-@jax.custom_vjp
+@_custom_vjp
 def add(x: ArrayLike, y: ArrayLike) -> Array:
     """The addition node: ``x + y`` for two arrays of one shape.
 
@@ -260,13 +395,13 @@ def _add_bwd(_, dout):
     return dout, dout
 
 
-add.defvjp(_add_fwd, _add_bwd)
+_vma.defvjp(add, _add_fwd, _add_bwd)
 
 
 # --- ReLU -------------------------------------------------------------------
 
 
-@jax.custom_vjp
+@_custom_vjp
 def relu(x: ArrayLike) -> Array:
     """``max(0, x)`` elementwise, any shape.
 
@@ -286,13 +421,13 @@ def _relu_bwd(mask, dout):
     return (jnp.where(mask, jnp.zeros_like(dout), dout),)
 
 
-relu.defvjp(_relu_fwd, _relu_bwd)
+_vma.defvjp(relu, _relu_fwd, _relu_bwd)
 
 
 # --- Sigmoid ----------------------------------------------------------------
 
 
-@jax.custom_vjp
+@_custom_vjp
 def sigmoid(x: ArrayLike) -> Array:
     """``1 / (1 + exp(-x))`` elementwise, any shape.
 
@@ -312,68 +447,81 @@ def _sigmoid_bwd(out, dout):
     return (dout * (1 - out) * out,)
 
 
-sigmoid.defvjp(_sigmoid_fwd, _sigmoid_bwd)
+_vma.defvjp(sigmoid, _sigmoid_fwd, _sigmoid_bwd)
 
 
 # --- Affine -----------------------------------------------------------------
 
 
-@jax.custom_vjp
-def affine(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> Array:
-    """``x @ W + b`` with x of shape (N, ...) flattened to (N, D).
+@_custom_vjp
+def affine(x: ArrayLike, W: ArrayLike, b: ArrayLike | None) -> Array:
+    """``x @ W + b`` with x of shape (N, ...) flattened to (N, D), or x one example.
 
     Args:
-        x: (N, ...) with D features per row once flattened.
+        x: (N, ...) with D features per row once flattened, or (D,) for one
+            example, as the book's 5.6.1 computes ``np.dot(X, W) + B``.
         W: (D, M).
-        b: (M,).
+        b: (M,), or None for an affine without a bias.
 
     Returns:
-        (N, M).
+        (N, M), or (M,) for one example.
 
     Backward: ``dx = dout @ W.T`` in x's original shape, ``dW = x.T @ dout``,
-    ``db = sum(dout, 0)``.
+    ``db = sum(dout, 0)``; no db when b is None.
     """
     return _affine_fwd(x, W, b)[0]
 
 
+def _rows(x: Array) -> Array:
+    """x as (N, D): flattened per example, or one example as a batch of one."""
+    return x[None] if x.ndim == 1 else x.reshape(x.shape[0], -1)
+
+
 def _affine_fwd(x, W, b):
-    x, W, b = _floating("x", x), _floating("W", W), _floating("b", b)
-    if x.ndim < 2:
-        raise ValueError(f"x must have shape (N, ...) with at least 2 dims, got shape {x.shape}")
-    _batch("x", x)
+    x, W = _floating("x", x), _floating("W", W)
+    if x.ndim == 0:
+        raise ValueError("x must have shape (N, ...) or (D,) for one example, got shape ()")
+    if x.ndim > 1:
+        _batch("x", x)
     if W.ndim != 2:
         raise ValueError(f"W must have shape (D, M), got shape {W.shape}")
-    x2d = x.reshape(x.shape[0], -1)
+    x2d = _rows(x)
     if W.shape[0] != x2d.shape[1]:
         raise ValueError(
             f"W must have {x2d.shape[1]} rows to match x of shape {x.shape} "
             f"({x2d.shape[1]} features once flattened), got W of shape {W.shape}"
         )
-    if b.shape != (W.shape[1],):
-        raise ValueError(f"b must have shape ({W.shape[1]},) to match W's columns, got {b.shape}")
-    _same_dtype(x=x, W=W, b=b)
-    out = x2d @ W + b[None, :]
-    return out, (x, W)
+    arrays = {"x": x, "W": W}
+    if b is not None:
+        arrays["b"] = b = _floating("b", b)
+        if b.shape != (W.shape[1],):
+            raise ValueError(
+                f"b must have shape ({W.shape[1]},) to match W's columns, got {b.shape}"
+            )
+    _same_dtype(**arrays)
+    out = x2d @ W if b is None else x2d @ W + b[None, :]
+    # The book keeps x and W (and b, on self).
+    return (out[0] if x.ndim == 1 else out), (x, W, b)
 
 
 def _affine_bwd(res, dout):
-    x, W = res
-    x2d = x.reshape(x.shape[0], -1)
+    x, W, b = res
+    x2d, dout = _rows(x), (dout[None] if x.ndim == 1 else dout)
     dx = (dout @ W.T).reshape(x.shape)
     # With a batch-sharded x on an Explicit mesh, x.T @ dout contracts the
     # sharded axis; the result is laid out like W (replicated, for data parallelism).
     dW = jnp.matmul(x2d.T, dout, out_sharding=jax.typeof(W).sharding)
-    db = jnp.sum(dout, axis=0)
+    db = None if b is None else jnp.sum(dout, axis=0)
     return dx, dW, db
 
 
-affine.defvjp(_affine_fwd, _affine_bwd)
+_vma.defvjp(affine, _affine_fwd, _affine_bwd)
 
 
 # --- Softmax ----------------------------------------------------------------
 
 
-@jax.custom_vjp
+@_custom_vjp
 def softmax(x: ArrayLike) -> Array:
     """Softmax over the last axis, with the max subtracted first.
 
@@ -395,14 +543,14 @@ def _softmax_bwd(y, dout):
     return (y * (dout - jnp.sum(dout * y, axis=-1, keepdims=True)),)
 
 
-softmax.defvjp(_softmax_fwd, _softmax_bwd)
+_vma.defvjp(softmax, _softmax_fwd, _softmax_bwd)
 
 
 # --- Cross-entropy error ----------------------------------------------------
 
 
-@jax.custom_vjp
-def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
+@partial(_custom_vjp, nondiff_argnums=(2,))
+def cross_entropy_error(y: ArrayLike, t: ArrayLike, reduction: str = "mean") -> Array:
     """The book's loss: ``-sum(log(y[n, t_n] + 1e-7)) / N``.
 
     Written as ``-sum(t * log(y + 1e-7)) / N``, which is the same for one-hot
@@ -413,89 +561,103 @@ def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
         y: probabilities, (N, C) or (C,) for a batch of one.
         t: one-hot labels of y's shape (rows may be distributions, as label
             smoothing makes them), or integer class indices of shape (N,).
+        reduction: ``"mean"`` over the batch (the book's), ``"sum"``, or
+            ``"none"`` for each example's loss.
 
     Returns:
-        A scalar.
+        A scalar; for ``"none"`` one loss per example, (N,), or () for a 1-D y.
 
     Raises:
-        ValueError: for N = 0 and, when t is concrete (not under ``jit``), for
-            an index outside 0..C-1 or a row that is negative or does not sum to 1.
+        ValueError: for N = 0, an unknown reduction and, when t is concrete
+            (not under ``jit``), an index outside 0..C-1 or a row that is
+            negative or does not sum to 1.
 
-    Backward: ``dy = -dout * onehot(t) / (N * (y + 1e-7))``; no gradient
-    flows into t.
+    Backward: ``dy = -w * onehot(t) / (y + 1e-7)``, each example's ``w`` being
+    ``dout / N`` (mean), ``dout`` (sum) or its own ``dout[n]`` (none); no
+    gradient flows into t.
     """
-    return _cross_entropy_error_fwd(y, t)[0]
+    return _cross_entropy_error_fwd(y, t, reduction)[0]
 
 
-def _cross_entropy_error_fwd(y, t):
+def _cross_entropy_error_fwd(y, t, reduction="mean"):
+    reduction = _reduction(reduction)
     y = _floating("y", y)
     _scores("y", y)
     t = _labels(y, t)
     yb, tb = _as_batch(y, t)
-    loss = -jnp.sum(_one_hot_like(yb, tb) * jnp.log(yb + CROSS_ENTROPY_DELTA)) / yb.shape[0]
-    return loss, (y, t)
+    per_example = -jnp.sum(_one_hot_like(yb, tb) * jnp.log(yb + CROSS_ENTROPY_DELTA), axis=-1)
+    return _reduce(per_example, reduction, y.shape[:-1]), (y, t)
 
 
-def _cross_entropy_error_bwd(res, dout):
+def _cross_entropy_error_bwd(reduction, res, dout):
     y, t = res
     yb, tb = _as_batch(y, t)
-    dy = -dout * _one_hot_like(yb, tb) / (yb.shape[0] * (yb + CROSS_ENTROPY_DELTA))
+    w = _per_example(dout, reduction, yb.shape[0])
+    dy = -w * _one_hot_like(yb, tb) / (yb + CROSS_ENTROPY_DELTA)
     return dy.reshape(y.shape), None
 
 
-cross_entropy_error.defvjp(_cross_entropy_error_fwd, _cross_entropy_error_bwd)
+_vma.defvjp(cross_entropy_error, _cross_entropy_error_fwd, _cross_entropy_error_bwd)
 
 
 # --- Softmax-with-Loss ------------------------------------------------------
 
 
-@jax.custom_vjp
-def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
-    """Softmax then the mean cross-entropy over the batch, as one layer.
+@partial(_custom_vjp, nondiff_argnums=(2,))
+def softmax_with_loss(x: ArrayLike, t: ArrayLike, reduction: str = "mean") -> Array:
+    """Softmax then the cross-entropy, as one layer; by default its mean over the batch.
 
-    The forward is a log-softmax, ``mean(logsumexp(x) - x[n, t_n])``: the
-    book's ``log(y + 1e-7)`` would make the exact derivative differ from the
-    rule below by up to 99% when y_t is tiny, and logits of +-1e4 stay finite.
+    The forward is a log-softmax, ``logsumexp(x) - x[n, t_n]`` per example:
+    the book's ``log(y + 1e-7)`` would make the exact derivative differ from
+    the rule below by up to 99% when y_t is tiny, and logits of +-1e4 stay finite.
 
     Masked logits (-inf, as in attention or constrained decoding) get
-    probability 0 and gradient 0. If a label puts its mass on a masked class
-    the loss is inf (log 0), with the finite gradient below; a row with every
-    logit masked has no softmax, and its loss is nan.
+    probability 0 and gradient 0. An example whose label puts mass on a
+    masked class has loss inf (log 0), with the finite gradient below. So
+    does a row with every logit masked: its label's class is masked too, and
+    all its probabilities are taken as 0. A +inf logit has no softmax: it is
+    refused when x is concrete; under ``jit`` or ``vmap`` its row's loss and
+    gradient are nan.
 
     Args:
         x: scores, (N, C) or (C,) for a batch of one.
         t: labels, as for :func:`cross_entropy_error` (and checked the same way).
+        reduction: ``"mean"`` over the batch (the book's), ``"sum"``, or
+            ``"none"`` for each example's loss.
 
     Returns:
-        A scalar.
+        A scalar; for ``"none"`` one loss per example, (N,), or () for a 1-D x.
 
-    Backward: ``dx = dout * (y - onehot(t)) / N`` with ``y = softmax(x)``; no
-    gradient flows into t. Unlike the book's ``backward(dout=1)``, the
-    incoming ``dout`` is used, so scaled losses and weight decay are right.
+    Backward: ``dx = w * (y - onehot(t))`` with ``y = softmax(x)``, each
+    example's ``w`` being ``dout / N`` (mean), ``dout`` (sum) or its own
+    ``dout[n]`` (none); no gradient flows into t. Unlike the book's
+    ``backward(dout=1)``, the incoming ``dout`` is used, so scaled losses and
+    weight decay are right.
     """
-    return _softmax_with_loss_fwd(x, t)[0]
+    return _softmax_with_loss_fwd(x, t, reduction)[0]
 
 
-def _softmax_with_loss_fwd(x, t):
+def _softmax_with_loss_fwd(x, t, reduction="mean"):
+    reduction = _reduction(reduction)
     x = _floating("x", x)
     _scores("x", x)
+    _logits(x)
     t = _labels(x, t)
-    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
-    log_y = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True))
+    log_y = _log_softmax(x)
     log_yb, tb = _as_batch(log_y, t)
     onehot = _one_hot_like(log_yb, tb)
     # Classes without label mass add 0 (0 log 0 = 0): a masked logit has
     # log_y = -inf, and -inf * 0 would make the whole loss nan.
-    loss = -jnp.sum(jnp.where(onehot != 0, log_yb * onehot, 0)) / log_yb.shape[0]
+    per_example = -jnp.sum(jnp.where(onehot != 0, log_yb * onehot, 0), axis=-1)
     # The book caches y = softmax(x) and t.
-    return loss, (jnp.exp(log_y), t)
+    return _reduce(per_example, reduction, x.shape[:-1]), (jnp.exp(log_y), t)
 
 
-def _softmax_with_loss_bwd(res, dout):
+def _softmax_with_loss_bwd(reduction, res, dout):
     y, t = res
     yb, tb = _as_batch(y, t)
-    dx = dout * (yb - _one_hot_like(yb, tb)) / yb.shape[0]
+    dx = _per_example(dout, reduction, yb.shape[0]) * (yb - _one_hot_like(yb, tb))
     return dx.reshape(y.shape), None
 
 
-softmax_with_loss.defvjp(_softmax_with_loss_fwd, _softmax_with_loss_bwd)
+_vma.defvjp(softmax_with_loss, _softmax_with_loss_fwd, _softmax_with_loss_bwd)

@@ -2,9 +2,12 @@
 
 Each layer reads as those of :mod:`funcbp.layers` do: the primal, ``_fwd``,
 ``_bwd``, ``defvjp``, the residuals being what the book's class caches.
-Flags (train or eval mode, the dropout rate, lambda) are static Python values
-passed through ``custom_vjp``'s ``nondiff_argnums``; no gradient flows into a
-PRNG key or into batch norm's running statistics.
+Flags that decide control flow (``train``, ``inverted``, batch norm's
+``axis``) are static Python values passed through ``custom_vjp``'s
+``nondiff_argnums``. The hyperparameters (the dropout rate, lambda, the
+momentum) are values: Python floats or JAX scalars, traced or not, so a sweep
+can ``jax.vmap`` over them. No gradient flows into them, into a PRNG key, or
+into batch norm's running statistics.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import jax.numpy as jnp
 from jax import Array
 from jax.typing import ArrayLike
 
-from funcbp.layers import _floating, _same_dtype, _static_bool, _static_float
+from funcbp import _vma
+from funcbp.layers import _custom_vjp, _floating, _hyperparameter, _same_dtype, _static_bool
 
 __all__ = ["batch_norm", "dropout", "weight_decay"]
 
@@ -52,7 +56,7 @@ def _per_feature(v: Array, shape: tuple[int, ...], over: tuple[int, ...]) -> Arr
     return v.reshape([1 if a in over else -1 for a in range(len(shape))])
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(5, 6, 7))
+@partial(_custom_vjp, nondiff_argnums=(5, 7))
 def batch_norm(
     x: ArrayLike,
     gamma: ArrayLike,
@@ -60,7 +64,7 @@ def batch_norm(
     running_mean: ArrayLike,
     running_var: ArrayLike,
     train: bool = True,
-    momentum: float = 0.9,
+    momentum: float | ArrayLike = 0.9,
     axis: int | None = None,
 ) -> tuple[Array, tuple[Array, Array]]:
     """The book's BatchNormalization: ``gamma * (x - mu) / sqrt(var + 1e-6) + beta``.
@@ -69,10 +73,16 @@ def batch_norm(
         x: (N, D) or (N, C, H, W).
         gamma, beta, running_mean, running_var: (D,). With the default
             ``axis=None`` a 4-D x is normalized per feature of x flattened to
-            (N, C*H*W), as in the book, and D = C*H*W.
+            (N, C*H*W), as in the book, and D = C*H*W. As in the book the
+            running variance starts at 0 (``init_state``), so eval mode before
+            any training divides by ``sqrt(0 + 1e-6)``: outputs about 1000
+            times too large, and a huge loss.
         train: True uses the batch's mean and biased variance and updates the
             running statistics; False uses the running statistics.
-        momentum: running = momentum * running + (1 - momentum) * batch.
+        momentum: running = momentum * running + (1 - momentum) * batch, in
+            [0, 1]: a Python float or a JAX scalar (traced too, so
+            ``jax.vmap`` over it works). A concrete value is checked; a traced
+            one cannot be, and is used as given.
         axis: None (the book), or the channel axis of a 4-D x (1 for NCHW, 3
             or -1 for NHWC) to normalize per channel over (N, H, W); then D = C.
 
@@ -86,14 +96,14 @@ def batch_norm(
     dxc, dstd, dvar and dmu, summed up), in eval mode ``dx = dxn / std``. The
     book's backward after an eval-mode forward reuses the caches of the last
     train-mode batch, which is wrong; this rule is right in both modes. No
-    gradient flows into the running statistics, in or out.
+    gradient flows into the running statistics, in or out, nor into momentum.
     """
     return _batch_norm_fwd(x, gamma, beta, running_mean, running_var, train, momentum, axis)[0]
 
 
 def _batch_norm_fwd(x, gamma, beta, running_mean, running_var, train=True, momentum=0.9, axis=None):
     train = _static_bool("train", train)
-    momentum = _static_float("momentum", momentum, 0.0, 1.0, high_open=False)
+    momentum = _hyperparameter("momentum", momentum, 0.0, 1.0, high_open=False)
     x = _floating("x", x)
     shape, over, d = _feature_layout(x, axis)
     params = {
@@ -123,8 +133,9 @@ def _batch_norm_fwd(x, gamma, beta, running_mean, running_var, train=True, momen
         var = jnp.mean(xc**2, axis=over, keepdims=True)
         std = jnp.sqrt(var + BATCH_NORM_EPS)
         xn = xc / std
-        running_mean = momentum * running_mean + (1 - momentum) * mu.reshape(d)
-        running_var = momentum * running_var + (1 - momentum) * var.reshape(d)
+        keep, take = jnp.asarray(momentum, x.dtype), jnp.asarray(1 - momentum, x.dtype)
+        running_mean = keep * running_mean + take * mu.reshape(d)
+        running_var = keep * running_var + take * var.reshape(d)
     else:
         std = _per_feature(jnp.sqrt(running_var + BATCH_NORM_EPS), shape, over)
         xn = (xw - _per_feature(running_mean, shape, over)) / std
@@ -133,7 +144,7 @@ def _batch_norm_fwd(x, gamma, beta, running_mean, running_var, train=True, momen
     return (out.reshape(x.shape), (running_mean, running_var)), (xn.reshape(x.shape), std, gamma)
 
 
-def _batch_norm_bwd(train, momentum, axis, res, cotangents):
+def _batch_norm_bwd(train, axis, res, cotangents):
     xn, std, gamma = res
     dout, _ = cotangents  # the new running statistics carry no gradient
     shape, over, _ = _feature_layout(xn, axis)
@@ -146,10 +157,10 @@ def _batch_norm_bwd(train, momentum, axis, res, cotangents):
         dx = (dxn - mean_dxn - xn * jnp.mean(dxn * xn, axis=over, keepdims=True)) / std
     else:
         dx = dxn / std
-    return dx.reshape(res[0].shape), dgamma, dbeta, None, None
+    return dx.reshape(res[0].shape), dgamma, dbeta, None, None, None
 
 
-batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
+_vma.defvjp(batch_norm, _batch_norm_fwd, _batch_norm_bwd)
 
 
 # --- Dropout ----------------------------------------------------------------
@@ -168,9 +179,13 @@ def _key(key: Any) -> Array:
     return key
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+@partial(_custom_vjp, nondiff_argnums=(3, 4))
 def dropout(
-    x: ArrayLike, key: Any, rate: float = 0.5, train: bool = True, inverted: bool = False
+    x: ArrayLike,
+    key: Any,
+    rate: float | ArrayLike = 0.5,
+    train: bool = True,
+    inverted: bool = False,
 ) -> Array:
     """The book's Dropout: train ``x * mask``, eval ``x * (1 - rate)``.
 
@@ -179,7 +194,10 @@ def dropout(
         key: a PRNG key, new-style (``jax.random.key``) or legacy
             (``jax.random.PRNGKey``); the same key gives the same mask. In eval
             mode it is not used and may be None.
-        rate: the fraction dropped, in [0, 1).
+        rate: the fraction dropped, in [0, 1): a Python float or a JAX scalar
+            (traced too, so ``jax.vmap`` over rates works, each rate thresholding
+            the same uniform draw). A concrete rate is checked; a traced one
+            cannot be, and is used as given.
         train: True draws ``mask = jax.random.uniform(key, x.shape) > rate``.
         inverted: the modern convention instead of the book's: train
             ``x * mask / (1 - rate)``, eval ``x``.
@@ -189,38 +207,41 @@ def dropout(
 
     Backward: ``dx = dout * mask`` in train mode (``/ (1 - rate)`` when
     inverted), ``dout * (1 - rate)`` in eval mode (``dout`` when inverted). No
-    gradient flows into key.
+    gradient flows into key or rate.
     """
     return _dropout_fwd(x, key, rate, train, inverted)[0]
 
 
 def _dropout_fwd(x, key, rate=0.5, train=True, inverted=False):
-    rate = _static_float("rate", rate, 0.0, 1.0, high_open=True)
+    rate = _hyperparameter("rate", rate, 0.0, 1.0, high_open=True)
     train, inverted = _static_bool("train", train), _static_bool("inverted", inverted)
     x = _floating("x", x)
+    keep = jnp.asarray(1 - rate, x.dtype)  # the fraction kept
     if not train:
-        return (x if inverted else x * (1 - rate)), None
-    mask = jax.random.uniform(_key(key), x.shape) > rate
+        return (x if inverted else x * keep), keep
+    draw = jax.random.uniform(_key(key), x.shape)
+    mask = draw > jnp.asarray(rate, draw.dtype)
     kept = mask.astype(x.dtype)  # the book multiplies by the boolean mask
-    out = x * kept / (1 - rate) if inverted else x * kept
-    return out, mask  # the book keeps the mask
+    out = x * kept / keep if inverted else x * kept
+    return out, (mask, keep)  # the book keeps the mask
 
 
-def _dropout_bwd(rate, train, inverted, mask, dout):
+def _dropout_bwd(train, inverted, res, dout):
     if not train:
-        return (dout if inverted else dout * (1 - rate)), None
+        return (dout if inverted else dout * res), None, None
+    mask, keep = res
     kept = mask.astype(dout.dtype)
-    return (dout * kept / (1 - rate) if inverted else dout * kept), None
+    return (dout * kept / keep if inverted else dout * kept), None, None
 
 
-dropout.defvjp(_dropout_fwd, _dropout_bwd)
+_vma.defvjp(dropout, _dropout_fwd, _dropout_bwd)
 
 
 # --- Weight decay -----------------------------------------------------------
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1,))
-def weight_decay(weights: Any, lam: float) -> Array:
+@_custom_vjp
+def weight_decay(weights: Any, lam: float | ArrayLike) -> Array:
     """The book's L2 term: ``0.5 * lam * sum(sum(W ** 2) for W in weights)``.
 
     Add it to the loss, as the book's MultiLayerNet does for its weight
@@ -228,31 +249,35 @@ def weight_decay(weights: Any, lam: float) -> Array:
 
     Args:
         weights: a pytree (tuple, list or dict) of floating arrays of one dtype.
-        lam: lambda, a Python float >= 0.
+        lam: lambda >= 0, a Python float or a JAX scalar (traced too, so
+            ``jax.vmap`` over lambdas works). A concrete lambda is checked; a
+            traced one cannot be, and is used as given.
 
     Returns:
         A scalar.
 
     Backward: ``dW = dout * lam * W`` for each W, the ``lam * W`` the book adds
-    to each weight's gradient.
+    to each weight's gradient. No gradient flows into lam.
     """
     return _weight_decay_fwd(weights, lam)[0]
 
 
 def _weight_decay_fwd(weights, lam):
-    lam = _static_float("lam", lam, 0.0, math.inf, high_open=True)
+    lam = _hyperparameter("lam", lam, 0.0, math.inf, high_open=True)
     leaves, treedef = jax.tree.flatten(weights)
     if not leaves:
         raise ValueError(f"weights must hold at least one array, got {weights!r}")
     paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(weights)[0]]
     leaves = [_floating(f"weights{p}", w) for p, w in zip(paths, leaves, strict=True)]
     _same_dtype(**{f"weights{p}": w for p, w in zip(paths, leaves, strict=True)})
-    total = 0.5 * lam * sum(jnp.sum(w * w) for w in leaves)
-    return total, jax.tree.unflatten(treedef, leaves)
+    dtype = leaves[0].dtype
+    total = jnp.asarray(0.5 * lam, dtype) * sum(jnp.sum(w * w) for w in leaves)
+    return total, (jax.tree.unflatten(treedef, leaves), jnp.asarray(lam, dtype))
 
 
-def _weight_decay_bwd(lam, weights, dout):
-    return (jax.tree.map(lambda w: dout * lam * w, weights),)
+def _weight_decay_bwd(res, dout):
+    weights, lam = res
+    return jax.tree.map(lambda w: dout * lam * w, weights), None
 
 
-weight_decay.defvjp(_weight_decay_fwd, _weight_decay_bwd)
+_vma.defvjp(weight_decay, _weight_decay_fwd, _weight_decay_bwd)

@@ -47,10 +47,13 @@ def sigmoid(x: ArrayLike) -> Array:
     return 0.5 * (jnp.tanh(jnp.asarray(x) / 2) + 1)
 
 
-def affine(x: ArrayLike, W: ArrayLike, b: ArrayLike) -> Array:
+def affine(x: ArrayLike, W: ArrayLike, b: ArrayLike | None) -> Array:
     x = jnp.asarray(x)
+    if x.ndim == 1:  # one example, the book's np.dot(X, W) + B
+        return x @ W if b is None else x @ W + jnp.asarray(b)
     layers._batch("x", x)  # reshape(0, -1) has no answer
-    return x.reshape(x.shape[0], -1) @ W + jnp.asarray(b)[None, :]
+    out = x.reshape(x.shape[0], -1) @ W
+    return out if b is None else out + jnp.asarray(b)[None, :]
 
 
 def softmax(x: ArrayLike) -> Array:
@@ -72,16 +75,32 @@ def _batch_one_hot(name: str, x: ArrayLike, t: ArrayLike) -> tuple[Array, Array]
     return x, jax.nn.one_hot(t, x.shape[-1], dtype=x.dtype)
 
 
-def cross_entropy_error(y: ArrayLike, t: ArrayLike) -> Array:
+def _reduced(per_example: Array, reduction: str, shape: tuple[int, ...]) -> Array:
+    if reduction == "none":
+        return jnp.reshape(per_example, shape)  # () for a 1-D input
+    return jnp.mean(per_example) if reduction == "mean" else jnp.sum(per_example)
+
+
+def cross_entropy_error(y: ArrayLike, t: ArrayLike, reduction: str = "mean") -> Array:
+    layers._reduction(reduction)
+    shape = jnp.shape(y)[:-1]
     y, t = _batch_one_hot("y", y, t)
-    return -jnp.sum(t * jnp.log(y + CROSS_ENTROPY_DELTA)) / y.shape[0]
+    return _reduced(-jnp.sum(t * jnp.log(y + CROSS_ENTROPY_DELTA), axis=-1), reduction, shape)
 
 
-def softmax_with_loss(x: ArrayLike, t: ArrayLike) -> Array:
+def softmax_with_loss(x: ArrayLike, t: ArrayLike, reduction: str = "mean") -> Array:
+    layers._reduction(reduction)
+    layers._logits(jnp.asarray(x))  # +inf is refused where concrete, as by the layer
+    shape = jnp.shape(x)[:-1]
     x, t = _batch_one_hot("x", x, t)
-    log_y = x - jax.scipy.special.logsumexp(x, axis=-1, keepdims=True)
+    # The max taken out first; a row of only masked (-inf) logits has log y = -inf
+    # throughout, as in the layer (logsumexp would give -inf - -inf = nan there).
+    m = jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True))
+    shifted = x - jnp.where(m == -jnp.inf, 0, m)
+    total = jnp.sum(jnp.exp(shifted), axis=-1, keepdims=True)
+    log_y = shifted - jnp.log(jnp.where(total == 0, 1, total))
     # 0 log 0 = 0: log_y * t is -inf * 0 = nan at a masked (-inf) logit.
-    return -jnp.sum(jnp.where(t != 0, log_y * t, 0)) / x.shape[0]
+    return _reduced(-jnp.sum(jnp.where(t != 0, log_y * t, 0), axis=-1), reduction, shape)
 
 
 # --- chapters 6 and 7 -------------------------------------------------------
@@ -114,6 +133,11 @@ def pooling(x: ArrayLike, pool_h: int = 2, pool_w: int = 2, stride: int = 2, pad
     )
 
 
+def _value(hyperparameter: Any, dtype: Any) -> Array:
+    """A rate, lambda or momentum in the data's dtype, held constant, as the rules hold it."""
+    return jax.lax.stop_gradient(jnp.asarray(hyperparameter, dtype))
+
+
 def transpose(x: ArrayLike, axes: tuple[int, ...]) -> Array:
     return jnp.transpose(x, axes)
 
@@ -135,10 +159,11 @@ def batch_norm(x: ArrayLike, gamma: ArrayLike, beta: ArrayLike, running_mean: Ar
     if train:
         mu = jnp.mean(xw, axis=over, keepdims=True)
         var = jnp.mean((xw - mu) ** 2, axis=over, keepdims=True)
+        keep, take = _value(momentum, x.dtype), _value(1 - momentum, x.dtype)
         new_mean, new_var = jax.lax.stop_gradient(
             (
-                momentum * running_mean + (1 - momentum) * mu.reshape(-1),
-                momentum * running_var + (1 - momentum) * var.reshape(-1),
+                keep * running_mean + take * mu.reshape(-1),
+                keep * running_var + take * var.reshape(-1),
             )
         )
     else:
@@ -153,11 +178,14 @@ def dropout(
     x: ArrayLike, key: Any, rate: float = 0.5, train: bool = True, inverted: bool = False
 ) -> Array:
     x = jnp.asarray(x)
+    keep = _value(1 - rate, x.dtype)
     if not train:
-        return x if inverted else x * (1 - rate)
-    mask = (jax.random.uniform(key, x.shape) > rate).astype(x.dtype)
-    return x * mask / (1 - rate) if inverted else x * mask
+        return x if inverted else x * keep
+    draw = jax.random.uniform(key, x.shape)
+    mask = (draw > _value(rate, draw.dtype)).astype(x.dtype)
+    return x * mask / keep if inverted else x * mask
 
 
 def weight_decay(weights: Any, lam: float) -> Array:
-    return 0.5 * lam * sum(jnp.sum(jnp.square(w)) for w in jax.tree.leaves(weights))
+    leaves = jax.tree.leaves(weights)
+    return _value(0.5 * lam, leaves[0].dtype) * sum(jnp.sum(jnp.square(w)) for w in leaves)

@@ -184,18 +184,20 @@ def chunk_indices(
     return jnp.moveaxis(idx, 0, 1)
 
 
-def make_step(build: Build, opt: optax.GradientTransformation, grad: str):
+def make_step(build: Build, opt: optax.GradientTransformation, grad: str, compute_dtype=None):
     """``step(state, xb, tb, key, values) -> (state, loss)``: one update on one minibatch.
 
     ``build(values)`` is the model's network; ``grad`` one of its gradient
-    methods; ``key`` feeds dropout.
+    methods; ``key`` feeds dropout. The layers run in ``compute_dtype`` (None:
+    the params' dtype); the gradients and the update are in the params' dtype.
     """
 
     def step(state: TrainState, xb, tb, key, values):
         net = build(values)
         (loss, layer_state), grads = net.value_and_grad(
-            state.params, xb, tb, state.layer_state, key=key, method=grad
-        )
+            state.params, xb, tb, state.layer_state, key=key, method=grad,
+            compute_dtype=compute_dtype,
+        )  # fmt: skip
         updates, opt_state = _update(opt, grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state, layer_state), loss
 
@@ -213,7 +215,7 @@ def _stack(trees: list) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def _models_step(build: Build, opt, grad: str, models: int, shared: bool):
+def _models_step(build: Build, opt, grad: str, models: int, shared: bool, compute_dtype):
     """``(step, to_carry, from_carry)`` for one step of every model.
 
     ``step(carry, xb, tb, keys, values) -> (carry, losses)``: xb (B, ...)
@@ -221,10 +223,10 @@ def _models_step(build: Build, opt, grad: str, models: int, shared: bool):
     ``to_carry``/``from_carry`` convert the stacked (K, ...) state to the
     carry's layout and back.
     """
-    single = make_step(build, opt, grad)
+    single = make_step(build, opt, grad, compute_dtype)
     if models == 1:
         return single, _same, _same
-    if shared and _fusable(build({}), grad):
+    if shared and _fusable(build({}), grad, compute_dtype):
         return _fused_step(build, opt, grad), _to_fused, _from_fused
     if shared:
         return jax.vmap(single, in_axes=(0, None, None, 0, 0)), _same, _same
@@ -248,9 +250,11 @@ def _same(tree):
     return tree
 
 
-def _fusable(net: Network, grad: str) -> bool:
-    # The explicit sweep calls each layer's own rule, so it cannot fuse layers.
-    return net.layers[0].fn is layers.affine and grad != "backprop"
+def _fusable(net: Network, grad: str, compute_dtype) -> bool:
+    # The explicit sweep calls each layer's own rule, so it cannot fuse layers; the fused
+    # first layer runs in the params' dtype.
+    plain = compute_dtype is None or jnp.dtype(compute_dtype) == jnp.float32
+    return net.layers[0].fn is layers.affine and grad != "backprop" and plain
 
 
 def _is_first_weight(path) -> bool:
@@ -323,6 +327,7 @@ def make_chunk(
     models: int = 1,
     shared: bool = False,
     fed: bool = False,
+    compute_dtype=None,
     jit: bool = True,
 ) -> Callable:
     """``chunk(state, start, keys, values, x, t, length) -> (state, losses)``: steps
@@ -339,13 +344,14 @@ def make_chunk(
         fed: x and t are the chunk's minibatches, (L, B, ...) or (L, K, B, ...),
             gathered on the host (and sharded over a mesh); otherwise they are
             the whole training set on the device and each step gathers its rows.
+        compute_dtype: the layers' dtype (None: the params'); see :func:`make_step`.
         jit: False gives the plain function.
 
     Returns:
         The chunk, jitted with ``length`` static, so each chunk length
         compiles once. ``losses`` is (L,), or (L, K) for K models.
     """
-    step, to_carry, from_carry = _models_step(build, opt, grad, models, shared)
+    step, to_carry, from_carry = _models_step(build, opt, grad, models, shared, compute_dtype)
 
     def chunk(state: TrainState, start, keys: RunKeys, values, x, t, length: int):
         steps = start + jnp.arange(length, dtype=jnp.int32)

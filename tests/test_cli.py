@@ -114,7 +114,7 @@ BAD_TRAIN = [
     (["--hidden", "50,50"], "hidden must be one width for two-layer (use model multi-layer"),
     (["--hidden", "50000000"], "the model does not fit: 39,750,000,010 parameters"),
     (["--dropout", "0.5"], "dropout applies to multi-layer, not two-layer"),
-    (["--compute-dtype", "float16"], "float16 is refused: its gradients underflow"),
+    (["--compute-dtype", "float16"], "float16 is refused for the loss and its gradients"),
     (["--data", "/no/such/folder"], "/no/such/folder"),
     (["--data-size", "5000"], "data_size must be at most the training set's size 4000"),
     (["--validation", "1.5"], r"validation must be a fraction in (0, 1)"),

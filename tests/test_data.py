@@ -4,6 +4,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import os
 import socket
 import struct
 import threading
@@ -89,6 +90,88 @@ def test_read_idx_rejects_bad_gzip(tmp_path, content):
     with pytest.raises(DataError, match="expected a gzip file") as info:
         read_idx(path)
     assert str(path) in str(info.value)
+
+
+def _huge_header(raw: bytes = b"") -> bytes:
+    """An image header of (2**31, 2**31, 4): 2**64 bytes, which wraps to 0 in int64."""
+    return struct.pack(">IIII", 2051, 1 << 31, 1 << 31, 4) + raw
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_header_of_2_to_the_64_bytes_is_refused_without_wraparound(tmp_path, monkeypatch, gz):
+    path = tmp_path / ("huge.gz" if gz else "huge")
+    path.write_bytes(gzip.compress(_huge_header()) if gz else _huge_header())
+    monkeypatch.setattr(data, "read_into", lambda *a: pytest.fail("data read before the check"))
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    dims = "(2147483648, 2147483648, 4)"
+    if gz:
+        expected = (
+            f"{path}: header {dims} declares 18,446,744,073,709,551,616 data bytes, more than "
+            "the 268,435,456 an IDX file may hold here"
+        )
+    else:
+        expected = f"{path}: header {dims} expects 18446744073709551616 data bytes, found 0"
+    assert str(info.value) == expected
+
+
+class _CountingGzip(gzip.GzipFile):
+    """A GzipFile that counts the bytes it hands out."""
+
+    given = 0
+
+    def read(self, size=-1):
+        data = super().read(size)
+        _CountingGzip.given += len(data)
+        return data
+
+
+def test_a_gzip_stream_is_read_no_further_than_its_header(tmp_path, monkeypatch):
+    # 7 labels, then 64 MiB of zeros in further gzip members: about 64 KB on disk.
+    path = tmp_path / "bomb.gz"
+    zeros = gzip.compress(bytes(1 << 24))
+    path.write_bytes(gzip.compress(idx_bytes(LABELS)) + zeros * 4)
+    monkeypatch.setattr(data.gzip, "GzipFile", _CountingGzip)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: header (7,) expects 7 data bytes, found more"
+    assert _CountingGzip.given <= 8 + 7 + 1
+
+
+def test_read_idx_insists_on_the_kind_asked_for(tmp_path):
+    path = tmp_path / "labels.idx"
+    path.write_bytes(idx_bytes(LABELS))
+    np.testing.assert_array_equal(read_idx(path, "labels"), LABELS)
+    with pytest.raises(DataError) as info:
+        read_idx(path, "images")
+    assert str(info.value) == f"{path}: expected images (magic 2051), found labels (magic 2049)"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        read_idx(path, "pictures")
+
+
+@pytest.mark.timeout(30)  # a FIFO that were opened would wait for a writer forever
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [
+        ("fifo", "is a FIFO"),
+        ("/dev/zero", "is a character device"),
+        ("folder", "is a folder"),
+        ("loop", "is a symlink loop"),
+    ],
+)
+def test_read_idx_opens_only_regular_files(tmp_path, kind, what):
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "/dev/zero":
+        path.symlink_to("/dev/zero")
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(path.name)
+    with pytest.raises(DataError) as info:
+        read_idx(path)
+    assert str(info.value) == f"{path}: {what}, not a regular file"
 
 
 # Bundled MNIST-5k
@@ -216,6 +299,51 @@ def test_load_folder_mismatched_counts(tmp_path):
         load_mnist(tmp_path, download=False)
 
 
+def test_a_label_file_holding_images_is_named(tmp_path):
+    write_mnist_folder(tmp_path)
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    labels.write_bytes(gzip.compress(idx_bytes(IMAGES)))  # the image magic, 7 images
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path, download=False)
+    assert str(e.value) == f"{labels}: expected labels (magic 2049), found images (magic 2051)"
+
+
+@pytest.mark.parametrize("split", ["training", "test"])
+def test_a_set_of_0_images_is_refused(tmp_path, split):
+    write_mnist_folder(tmp_path, **{"n_train" if split == "training" else "n_test": 0})
+    images = tmp_path / f"{'train' if split == 'training' else 't10k'}-images-idx3-ubyte.gz"
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path, download=False)
+    assert str(e.value) == f"{images}: holds 0 images; the {split} set needs at least one"
+
+
+@pytest.mark.timeout(30)  # a FIFO that were opened would wait for a writer forever
+@pytest.mark.parametrize(
+    ("kind", "what"),
+    [("fifo", "is a FIFO"), ("folder", "is a folder"), ("loop", "is a symlink loop")],
+)
+def test_a_non_file_in_place_of_an_idx_file_is_named_not_downloaded_past(
+    tmp_path, monkeypatch, kind, what
+):
+    write_mnist_folder(tmp_path)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "folder":
+        path.mkdir()
+    else:
+        path.symlink_to(path.name)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a download was tried")
+
+    monkeypatch.setattr(data, "download_mnist", no_download)
+    with pytest.raises(DataError) as e:
+        load_mnist(tmp_path)  # download=True: nothing is fetched past it
+    assert str(e.value) == f"{path}: {what}, not a regular file"
+
+
 def test_mnist_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.delenv("FUNCBP_DATA_DIR", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -236,11 +364,43 @@ def test_mnist_source_reads_funcbp_data_dir(tmp_path, monkeypatch):
     np.testing.assert_array_equal(t, LABELS[:5])
 
 
+@pytest.mark.parametrize("download", [False, True])
+def test_a_missing_funcbp_data_dir_is_refused_not_created(tmp_path, monkeypatch, download):
+    folder = tmp_path / "typo" / "mnist"
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    with pytest.raises(DataError) as info:
+        load_mnist("mnist", download=download)
+    assert str(info.value) == (
+        f"FUNCBP_DATA_DIR={folder} does not exist; create it, or unset FUNCBP_DATA_DIR to use "
+        f"the download cache {tmp_path / 'xdg' / 'funcbp' / 'mnist'}, or pass --data DIR"
+    )
+    with pytest.raises(DataError, match="does not exist"):
+        download_mnist(mirrors=[], progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("download", [False, True])
+def test_a_funcbp_data_dir_naming_a_file_is_refused(tmp_path, monkeypatch, download):
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path / "file"))
+    expected = (
+        f"FUNCBP_DATA_DIR={tmp_path / 'file'} is not a folder; expected a folder holding the "
+        "MNIST files"
+    )
+    with pytest.raises(DataError) as info:
+        load_mnist("mnist", download=download)
+    assert str(info.value) == expected
+    with pytest.raises(DataError) as info:
+        download_mnist(mirrors=[], progress=False)
+    assert str(info.value) == expected
+
+
 def test_mnist_source_offline_message_names_folder(tmp_path, monkeypatch):
-    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path))
     with pytest.raises(DataError, match="--data DIR") as info:
         load_mnist("mnist", download=False)
-    assert str(tmp_path / "nowhere") in str(info.value)
+    assert f"in {tmp_path};" in str(info.value)
 
 
 # Argument checking
@@ -374,6 +534,16 @@ def test_download_offline_names_files_and_folder(tmp_path, closed_port_url, monk
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_mirror_sending_too_much_is_cut_off(tmp_path, server, monkeypatch):
+    url, md5s, files = server
+    monkeypatch.setattr(data, "_MAX_DOWNLOAD", 100)
+    with pytest.raises(DataError, match=r"last error: .*sent more than 100 bytes; expected MNIST"):
+        download_mnist(tmp_path / "dest", mirrors=[url + "good/"], md5s=md5s, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "dest").iterdir())
+    assert kept == sorted(name for name, c in files.items() if len(c) <= 100)  # the labels
+    assert "train-images-idx3-ubyte.gz" not in kept
+
+
 def test_download_skips_present_files(tmp_path, server):
     url, md5s, files = server
     dest = tmp_path / "dest"
@@ -386,11 +556,20 @@ def test_download_skips_present_files(tmp_path, server):
     assert (dest / name).read_bytes() == files[name]
 
 
-def test_load_mnist_downloads_missing_files(tmp_path, server, monkeypatch):
+@pytest.mark.parametrize("where", ["FUNCBP_DATA_DIR", "cache"])
+def test_load_mnist_downloads_missing_files(tmp_path, server, monkeypatch, where):
     url, md5s, _ = server
     local = functools.partial(download_mnist, mirrors=[url + "good/"], md5s=md5s, progress=False)
     monkeypatch.setattr(data, "download_mnist", local)
-    monkeypatch.setenv("FUNCBP_DATA_DIR", str(tmp_path / "cache"))
+    if where == "cache":  # the one folder that is made when missing
+        monkeypatch.delenv("FUNCBP_DATA_DIR", raising=False)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        folder = tmp_path / "xdg" / "funcbp" / "mnist"
+    else:
+        folder = tmp_path / "mine"
+        folder.mkdir()
+        monkeypatch.setenv("FUNCBP_DATA_DIR", str(folder))
     (x, t), (x_test, _) = load_mnist("mnist")
     assert x.shape == (7, 784) and x_test.shape == (3, 784)
     np.testing.assert_array_equal(t, LABELS)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(data.MNIST_MD5)

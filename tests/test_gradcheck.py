@@ -210,7 +210,7 @@ def _batch_norm_without_mean_term(x, gamma, beta, running_mean, running_var, tra
 
 
 def _no_mean_fwd(x, gamma, beta, running_mean, running_var, train):
-    return norm.batch_norm.fwd(x, gamma, beta, running_mean, running_var, train)
+    return norm._batch_norm_fwd(x, gamma, beta, running_mean, running_var, train)
 
 
 def _no_mean_bwd(train, res, cotangents):

@@ -12,25 +12,19 @@ import pytest
 
 from funcbp.cli import main
 from funcbp.conv import convolution, pooling
-from funcbp.graph import EXAMPLES, draw, trace
-from funcbp.layers import affine, mul, relu, softmax_with_loss
+from funcbp.graph import EXAMPLES, Graph, draw, format_value, trace
+from funcbp.layers import add, affine, mul, relu, softmax_with_loss
 from funcbp.norm import batch_norm, dropout
 from funcbp.zoo import two_layer
+from tests.dot_text import dot_edges, dot_nodes
 
 EXPERIMENTS = Path(__file__).parent.parent / "experiments"
 TIMES = "\u00d7"
 
 
-def dot_edges(dot: str) -> dict[tuple[str, str], tuple[str, str | None]]:
+def values_and_grads(dot: str) -> dict[tuple[str, str], tuple[str, str | None]]:
     """(src, dst) -> (value above the arrow, red gradient below it), read from the DOT text."""
-    above, below = {}, {}
-    for src, dst, attrs in re.findall(r'^\s*"([^"]+)" -> "([^"]+)" \[(.*)\];$', dot, re.M):
-        grad = re.search(r'<font color="[^"]+">\u2190 ([^<]+)</font>', attrs)
-        if grad:
-            below[src, dst] = grad.group(1)
-        else:
-            above[src, dst] = re.search(r'label="([^"]*)"', attrs).group(1)
-    return {edge: (value, below.get(edge)) for edge, value in above.items()}
+    return {edge: (value, grad) for edge, (value, grad, _) in dot_edges(dot).items()}
 
 
 def edge_path(graph, start: str) -> list[str]:
@@ -74,7 +68,7 @@ def test_apple_figure_values_above_and_gradients_below_each_arrow():
     assert "rankdir=LR" in dot
     # Forward left to right: 100 and 2 into the first x, 200 and 1.1 into the second, 220 out;
     # backward right to left: 1, then 1.1 and 200, then 2.2 and 110.
-    assert dot_edges(dot) == {
+    assert values_and_grads(dot) == {
         ("apple", f"{TIMES}1"): ("100", "2.2"),
         ("apple_num", f"{TIMES}1"): ("2", "110"),
         (f"{TIMES}1", f"{TIMES}2"): ("200", "1.1"),
@@ -87,7 +81,7 @@ def test_apple_figure_values_above_and_gradients_below_each_arrow():
 def test_apple_orange_figure():
     f, args, argnames = EXAMPLES["apple-orange"]()
     graph = trace(f, *args, argnames=argnames)
-    edges = dot_edges(graph.to_dot())
+    edges = values_and_grads(graph.to_dot())
     expected = {"apple": "2.2", "apple_num": "110", "orange": "3.3", "orange_num": "165"}
     for name, grad in expected.items():
         ((_, got),) = [v for (src, _), v in edges.items() if src == name]
@@ -105,6 +99,7 @@ def test_two_layer_nodes_follow_the_book_from_input_to_loss(net_args):
     (t_edge,) = [e for e in graph.edges if e.src == "t"]
     assert t_edge.grad is None
     assert dot_edges(graph.to_dot())["x", "Affine1"][0].startswith("(4, 784) mean ")
+    assert dot_edges(graph.to_dot())["t", "SoftmaxWithLoss"][1:] == (None, None)
 
 
 def test_jitted_function_is_opened_up_to_its_layers(net_args):
@@ -312,3 +307,155 @@ def test_experiment_draws_into_a_folder(tmp_path, monkeypatch):
     monkeypatch.setattr("sys.argv", argv)
     runpy.run_path(str(EXPERIMENTS / "draw_graphs.py"), run_name="__main__")
     assert "220" in (tmp_path / "apple.dot").read_text()
+
+
+# --- values, not summaries ----------------------------------------------------------
+
+
+def test_small_arrays_are_drawn_as_values_above_and_gradients_below():
+    graph = trace(relu, jnp.array([[1.0, -0.5], [-2.0, 3.0]]), cotangent=jnp.ones((2, 2)))
+    edges = values_and_grads(graph.to_dot())
+    assert edges["x", "Relu"] == ("[[1, -0.5], [-2, 3]]", "[[1, 0], [0, 1]]")
+    assert edges["Relu", "relu"] == ("[[1, 0], [0, 3]]", "[[1, 1], [1, 1]]")
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "text"),
+    [
+        (np.arange(12.0), {}, "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"),
+        (np.arange(13.0), {}, "(13,) mean 6 ±3.7"),
+        (np.arange(13.0), {"max_elements": 13}, "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]"),
+        (np.arange(4.0), {"max_elements": 3}, "(4,) mean 1.5 ±1.1"),
+        (np.array([[True, False]]), {}, "[[True, False]]"),
+        (np.arange(20).reshape(4, 5), {}, "(4, 5) int64"),
+        (np.array([1.5, -2.0]), {"shapes": True}, "(2,) [1.5, -2]"),
+        (np.array(-0.0), {}, "0"),
+        (np.array(220.00000000000003), {}, "220"),
+        (np.array([[0.1, 0.3, 0.5], [0.2, 0.4, 0.6]]), {}, "[[0.1, 0.3, 0.5],\n [0.2, 0.4, 0.6]]"),
+        (np.zeros((0, 3)), {}, "(0, 3) empty"),
+    ],
+)
+def test_format_value(value, kwargs, text):
+    assert format_value(value, **kwargs) == text
+
+
+def test_the_threshold_is_an_option_of_the_picture():
+    graph = trace(relu, jnp.array([[1.0, -0.5], [-2.0, 3.0]]), cotangent=jnp.ones((2, 2)))
+    edges = values_and_grads(graph.replace(max_elements=3).to_dot())
+    assert edges["x", "Relu"] == ("(2, 2) mean 0.38 ±1.8", "(2, 2) mean 0.5 ±0.5")
+    with pytest.raises(ValueError, match="max_elements must be >= 0, got -1"):
+        graph.replace(max_elements=-1)
+
+
+def test_no_gradient_into_labels_that_get_none():
+    x = jnp.log(jnp.array([[0.3, 0.2, 0.5]]))
+    for t in (jnp.array([[0.0, 1.0, 0.0]]), jnp.array([1])):  # one-hot floats, and indices
+        graph = trace(softmax_with_loss, x, t)
+        assert graph.edge("t", "SoftmaxWithLoss").grad is None
+        np.testing.assert_allclose(graph.edge("x", "SoftmaxWithLoss").grad, [[0.3, -0.8, 0.5]])
+    # The same float t multiplied in by plain jnp does get a gradient: it is not the dtype.
+    graph = trace(lambda x, t: jnp.sum(t * x), x, jnp.array([[0.0, 1.0, 0.0]]))
+    np.testing.assert_allclose(graph.edge("t", "mul").grad, x)
+
+
+def test_a_gradient_that_is_zero_by_value_is_still_drawn():
+    # ReLU's masked entries are 0 because of the mask, not because nothing flows.
+    graph = trace(lambda x: jnp.sum(relu(x)), jnp.array([-1.0, 2.0]))
+    np.testing.assert_array_equal(graph.edge("x", "Relu").grad, [0.0, 1.0])
+
+
+# --- honest labels --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("f", "label"),
+    [
+        (lambda x: 1 / x, "1/x"),
+        (lambda x: 2 / x, "2/x"),
+        (lambda x: x / 2, "÷ 2"),
+        (lambda x: x**2, "**2"),
+        (lambda x: x**-1, "**−1"),
+        (jnp.exp, "exp"),
+        (lambda x: -x, "× −1"),
+        (lambda x: x * -1.0, "× −1"),
+        (lambda x: x + 1.0, "+ 1"),
+        (lambda x: 1.0 + x, "+ 1"),
+        (lambda x: x - 3.0, "− 3"),
+        (lambda x: 3.0 - x, "3 − x"),
+        (lambda x: x**2.5, "**2.5"),
+    ],
+)
+def test_a_plain_op_says_what_it_does(f, label):
+    graph = trace(f, jnp.float64(2.0))
+    (op,) = [n for n in graph.nodes if n.kind == "op"]
+    assert op.label == label
+    assert dot_nodes(graph.to_dot())[op.name][0] == label
+
+
+def test_dot_and_sums_say_what_they_do():
+    def f(x, w):
+        return jnp.sum(jnp.sum(jnp.dot(x, w), axis=0))
+
+    graph = trace(f, jnp.ones((2, 3)), jnp.ones((3, 4)))
+    assert [n.label for n in graph.nodes if n.kind == "op"] == ["dot", "sum axis (0,)", "sum"]
+
+
+def test_a_constant_array_is_an_input_drawn_with_its_value():
+    t = jnp.array([0.0, 1.0, 0.0])
+
+    def loss(y):
+        return -jnp.sum(t * jnp.log(y))
+
+    graph = trace(loss, jnp.array([0.3, 0.2, 0.5]))
+    (const,) = [n for n in graph.nodes if n.kind == "const"]
+    (edge,) = graph.out_of(const.name)
+    np.testing.assert_array_equal(edge.value, t)
+    assert edge.grad is None
+    assert values_and_grads(graph.to_dot())[const.name, edge.dst] == ("[0, 1, 0]", None)
+    np.testing.assert_allclose(graph.edge("y", "log").grad, [0, -5, 0])
+
+
+# --- PRNG keys ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_key", [jax.random.key, jax.random.PRNGKey])
+def test_dropout_with_a_new_or_legacy_key(make_key):
+    x = jnp.arange(1.0, 7.0).reshape(2, 3)
+    key = make_key(0)
+
+    def f(x, key):
+        return jnp.sum(dropout(x, key, 0.5, True) * x)
+
+    graph = draw(f, x, key)
+    np.testing.assert_allclose(input_grads(graph, ["x"])[0], jax.grad(f)(x, key))
+    assert graph.edge("key", "Dropout").grad is None
+    label = values_and_grads(graph.to_dot())["key", "Dropout"][0]
+    assert label == ("key<fry>" if make_key is jax.random.key else "[0, 0]")
+
+
+# --- pictures of several parts, notes ------------------------------------------------------
+
+
+def test_beside_draws_each_part_as_its_own_titled_digraph(tmp_path):
+    one = trace(lambda x: relu(x), jnp.array([1.0, -1.0]), cotangent=jnp.ones(2))
+    two = trace(lambda x, y: mul(x, y), jnp.float64(2.0), jnp.float64(3.0))
+    both = Graph.beside([("first", one), ("second", two)])
+    assert both.node("2/×").label == "×"
+    assert both.part(2).edge("x", "×").grad == 3.0
+    dot = both.to_dot()
+    assert dot.count("digraph funcbp {") == 2
+    assert 'label="first"; labelloc=t' in dot and 'label="second"; labelloc=t' in dot
+    assert values_and_grads(dot)["2/y", "2/×"] == ("3", "2")
+    svg = both.render(tmp_path / "both.svg").read_text()
+    assert svg.count("<svg") == 3  # the outer picture and one per part
+    assert both.render(tmp_path / "both.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_notes_on_nodes_and_edges():
+    graph = trace(lambda x, y: add(x, y), jnp.float64(10.0), jnp.float64(5.0), cotangent=1.3)
+    graph = graph.annotate(nodes={"+": "passes dout on"}, edges={("x", "+"): "= 1.3 × 1"})
+    dot = graph.to_dot()
+    assert dot_nodes(dot)["+"] == ("+", "passes dout on")
+    assert dot_edges(dot)["x", "+"] == ("10", "1.3", "= 1.3 × 1")
+    with pytest.raises(KeyError, match="no node named pear"):
+        graph.annotate(nodes={"pear": "?"})

@@ -1,7 +1,9 @@
 """The hand-written rules, checked over the layer table and at their edges."""
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import chex
@@ -26,6 +28,13 @@ EDGE_ROWS = {"masked_softmax_with_loss": "softmax_with_loss"}
 # vmap and in float32 by test_conv and test_norm; these variants on them too
 # would add a minute and a half on a 2-core CPU.
 CHAPTER_5_CHECKS = tuple(c for c in LAYER_CHECKS if c.name in {*layers.__all__, *EDGE_ROWS})
+# The chapter-5 layers' other forms (affine_no_bias, softmax_with_loss_none, ...):
+# their forward, their cotangent scaling, and the row's own check in both dtypes.
+FORMS = tuple(
+    c
+    for c in LAYER_CHECKS
+    if c not in CHAPTER_5_CHECKS and any(c.name.startswith(f"{n}_") for n in layers.__all__)
+)
 
 
 def _args(row, dtype=jnp.float64, seed=0):
@@ -64,7 +73,7 @@ def test_table_covers_every_exported_layer():
         assert all(getattr(funcbp, name) is getattr(module, name) for name in module.__all__)
 
 
-@pytest.mark.parametrize("row", CHAPTER_5_CHECKS, ids=lambda c: c.name)
+@pytest.mark.parametrize("row", CHAPTER_5_CHECKS + FORMS, ids=lambda c: c.name)
 def test_forward_matches_reference(row):
     args = _args(row)
     chex.assert_trees_all_close(row.manual(*args), row.reference(*args), rtol=1e-12, atol=1e-14)
@@ -113,7 +122,7 @@ def test_float32_grad_stays_float32_and_agrees(row):
     chex.assert_trees_all_close(grads, auto, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("row", CHAPTER_5_CHECKS, ids=lambda c: c.name)
+@pytest.mark.parametrize("row", CHAPTER_5_CHECKS + FORMS, ids=lambda c: c.name)
 def test_cotangent_scaling(row):
     args = _args(row)
     argnums = _float_argnums(args)
@@ -121,6 +130,12 @@ def test_cotangent_scaling(row):
     once = jax.grad(_scalar(row.manual, cotangent), argnums)(*args)
     thrice = jax.grad(_scalar(row.manual, 3 * cotangent), argnums)(*args)
     chex.assert_trees_all_close(thrice, jax.tree.map(lambda g: 3 * g, once), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("row", FORMS, ids=lambda c: c.name)
+def test_form_rows_pass_their_check(row, dtype):
+    assert row.run(dtype).ok, row.run(dtype).to_dict()
 
 
 def test_per_example_gradients_with_vmap():
@@ -282,6 +297,153 @@ def test_affine_on_4d_input_keeps_its_shape():
     chex.assert_trees_all_close(db, dout.sum(0))
 
 
+# --- reductions ---------------------------------------------------------------
+
+LOSSES = [
+    (funcbp.softmax_with_loss, lambda x: x),
+    (funcbp.cross_entropy_error, funcbp.softmax),  # takes probabilities
+]
+
+
+@pytest.mark.parametrize(("loss", "inputs"), LOSSES, ids=["softmax_with_loss", "cross_entropy"])
+def test_reductions_are_the_per_example_losses_and_their_mean_and_sum(loss, inputs):
+    rng = np.random.default_rng(0)
+    x = inputs(jnp.asarray(rng.standard_normal((5, 4))))
+    t = jnp.array([0, 3, 1, 1, 2])
+    per_example = loss(x, t, "none")
+    assert per_example.shape == (5,)
+    one_by_one = jnp.stack([loss(x[n], t[n]) for n in range(5)])
+    chex.assert_trees_all_close(per_example, one_by_one, rtol=1e-14)
+    chex.assert_trees_all_close(loss(x, t), jnp.mean(per_example), rtol=1e-14)
+    chex.assert_trees_all_close(loss(x, t, reduction="sum"), jnp.sum(per_example), rtol=1e-14)
+    # "none"'s cotangent is a vector: example n's gradient is scaled by v[n] alone.
+    v = jnp.asarray(rng.standard_normal(5))
+    _, pullback = jax.vjp(lambda x: loss(x, t, "none"), x)
+    (dx,) = pullback(v)
+    rows = [jax.grad(loss)(x[n], t[n]) * v[n] for n in range(5)]
+    chex.assert_trees_all_close(dx, jnp.stack(rows), rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(
+        jax.grad(lambda x: loss(x, t, "sum"))(x), 5 * jax.grad(loss)(x, t), rtol=1e-12
+    )
+
+
+def test_unreduced_loss_of_one_example_is_a_scalar():
+    x, t = jnp.array([0.3, 2.9, 4.0]), jnp.array(2)
+    loss = funcbp.softmax_with_loss(x, t, "none")
+    assert loss.shape == ()
+    chex.assert_trees_all_close(loss, funcbp.softmax_with_loss(x, t), rtol=1e-15)
+    assert jax.grad(funcbp.cross_entropy_error)(funcbp.softmax(x), t, "none").shape == (3,)
+
+
+def test_per_example_losses_weighted_as_influence_or_reweighting_uses_them():
+    # A weighted mean is a "none" loss times weights; its gradient takes each weight.
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((4, 3)))
+    t, w = jnp.array([0, 2, 1, 1]), jnp.array([0.0, 1.0, 2.0, 0.5])
+
+    def weighted(x, module):
+        return jnp.sum(w * module.softmax_with_loss(x, t, "none"))
+
+    chex.assert_trees_all_close(
+        jax.grad(weighted)(x, funcbp), jax.grad(weighted)(x, reference), rtol=1e-12
+    )
+    assert not jnp.any(jax.grad(weighted)(x, funcbp)[0])  # weight 0: no gradient
+
+
+# --- affine's forms -------------------------------------------------------------
+
+
+def test_affine_on_one_example_is_the_books_5_6_1():
+    # X = np.random.rand(2), W = np.random.rand(2, 3), B = np.random.rand(3)
+    rng = np.random.default_rng(0)
+    x, W, b = (jnp.asarray(rng.random(s)) for s in [(2,), (2, 3), (3,)])
+    out = funcbp.affine(x, W, b)
+    assert out.shape == (3,)
+    chex.assert_trees_all_close(out, np.dot(x, W) + b, rtol=1e-15)
+    dout = jnp.asarray(rng.standard_normal(3))
+    dx, dW, db = jax.vjp(funcbp.affine, x, W, b)[1](dout)
+    batch = jax.vjp(funcbp.affine, x[None], W, b)[1](dout[None])
+    assert dx.shape == (2,) and dW.shape == (2, 3) and db.shape == (3,)
+    chex.assert_trees_all_close((dx, dW, db), (batch[0][0], *batch[1:]), rtol=1e-15)
+    chex.assert_trees_all_close(dW, np.outer(x, dout), rtol=1e-15)
+
+
+def test_affine_without_bias_has_no_db():
+    rng = np.random.default_rng(0)
+    x, W = jnp.asarray(rng.standard_normal((4, 2, 3))), jnp.asarray(rng.standard_normal((6, 5)))
+    out, pullback = jax.vjp(funcbp.affine, x, W, None)
+    chex.assert_trees_all_close(out, x.reshape(4, 6) @ W, rtol=1e-15)
+    dout = jnp.asarray(rng.standard_normal((4, 5)))
+    dx, dW, db = pullback(dout)
+    assert db is None
+    chex.assert_trees_all_close(dx, (dout @ W.T).reshape(x.shape), rtol=1e-15)
+    chex.assert_trees_all_close(dW, x.reshape(4, 6).T @ dout, rtol=1e-15)
+    assert funcbp.affine(x[0, 0], W[:3], None).shape == (5,)  # one example, no bias
+
+
+# --- broken rules the new rows catch ----------------------------------------------
+
+
+def _rule(fwd, bwd, nondiff_argnums=()):
+    fn = jax.custom_vjp(lambda *a: fwd(*a)[0], nondiff_argnums=nondiff_argnums)
+    fn.defvjp(fwd, bwd)
+    return fn
+
+
+def _none_with_summed_dout(x, t):
+    # Each example's dout replaced by their sum: right for "sum", wrong for "none".
+    fwd = partial(layers._softmax_with_loss_fwd, reduction="none")
+    return _rule(fwd, lambda res, dout: layers._softmax_with_loss_bwd("sum", res, dout.sum()))(x, t)
+
+
+def _sum_with_the_means_rule(y, t):
+    fwd = partial(layers._cross_entropy_error_fwd, reduction="sum")
+    return _rule(fwd, partial(layers._cross_entropy_error_bwd, "mean"))(y, t)
+
+
+def _single_example_dw_without_dout(x, W, b):
+    # dW = outer(x, 1): right only for a cotangent of ones, as the book's dout=1.
+    def bwd(res, dout):
+        dx, _, db = layers._affine_bwd(res, dout)
+        return dx, jnp.outer(res[0], jnp.ones_like(dout)), db
+
+    return _rule(layers._affine_fwd, bwd)(x, W, b)
+
+
+BROKEN = {
+    "softmax_with_loss_none": _none_with_summed_dout,
+    "cross_entropy_error_sum": _sum_with_the_means_rule,
+    "affine_single_example": _single_example_dw_without_dout,
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_new_rows_catch_a_broken_rule(name):
+    row = ROWS[name]
+    broken = dataclasses.replace(row, manual=BROKEN[name])
+    assert row.run().ok
+    report = broken.run()
+    assert not report.manual_vs_autodiff.ok and not report.manual_vs_numerical.ok
+
+
+# --- static arguments -------------------------------------------------------------
+
+
+def test_a_traced_static_argument_is_refused_by_name():
+    x = jnp.ones((2, 3))
+    with pytest.raises(TypeError, match=r"stride decides shapes .* got a tracer of int"):
+        jax.jit(lambda s: layers._static_int("stride", s, 1))(2)
+    with pytest.raises(TypeError, match=r"^train decides shapes .* static Python value"):
+        jax.jit(lambda flag: layers._static_bool("train", flag))(True)
+    # Before custom_vjp sees it, which would say only UnexpectedTracerError.
+    twice = layers._custom_vjp(lambda x, n: x * n, nondiff_argnums=(1,))
+    twice.defvjp(lambda x, n: (x * n, None), lambda n, _, dout: (dout * n,))
+    assert twice(x, 2).shape == (2, 3)
+    with pytest.raises(TypeError, match=r"^n decides shapes or control flow"):
+        jax.vmap(twice, in_axes=(None, 0))(x, jnp.arange(3))
+    with pytest.raises(TypeError, match=r"^n decides shapes or control flow"):
+        jax.jit(lambda n: twice(x, n=n))(2)
+
+
 # --- no silent wrong answers ---------------------------------------------------
 
 
@@ -375,6 +537,34 @@ EDGES = [
         "softmax_with_loss",
         lambda d: (jnp.array(_MASKED, d), jnp.array([1])),
         Returns(_INF, [_P - [0, 1, 0]]),
+    ),
+    Edge(
+        # Every class masked, so the label's too: log 0, as for one masked label.
+        "every logit masked",
+        "softmax_with_loss",
+        lambda d: (jnp.array([[-_INF] * 3], d), jnp.array([1])),
+        Returns(_INF, [[0.0, -1.0, 0.0]]),
+    ),
+    Edge(
+        "every logit masked in one row of two",
+        "softmax_with_loss",
+        lambda d: (jnp.array([_MASKED[0], [-_INF] * 3], d), jnp.array([0, 2])),
+        Returns(_INF, [(_P - [1, 0, 0]) / 2, [0.0, 0.0, -0.5]]),
+    ),
+    Edge(
+        # inf - inf: no softmax. Refused when concrete; under jit its row is nan.
+        "a +inf logit",
+        "softmax_with_loss",
+        lambda d: (jnp.array([[1.0, _INF, 0.5]], d), jnp.array([1])),
+        Raises(ValueError, r"x must not hold \+inf, which has no softmax .*got \+inf at x\[0, 1\]"),
+        Returns(np.nan, [[np.nan] * 3]),
+    ),
+    Edge(
+        "a +inf logit, batch of one",
+        "softmax_with_loss",
+        lambda d: (jnp.array([0.0, _INF], d), jnp.array(0)),
+        Raises(ValueError, r"got \+inf at x\[1\]"),
+        Returns(np.nan, [np.nan] * 2),
     ),
     Edge(
         "index label C",
@@ -533,10 +723,16 @@ BAD_INPUTS = [
         r"b must have shape \(5,\).*got \(4,\)",
     ),
     (
-        "affine 1-D x",
-        lambda: funcbp.affine(jnp.ones(3), jnp.ones((3, 5)), jnp.ones(5)),
+        "affine 0-D x",
+        lambda: funcbp.affine(jnp.ones(()), jnp.ones((3, 5)), jnp.ones(5)),
         ValueError,
-        r"x must have shape \(N, \.\.\.\)",
+        r"x must have shape \(N, \.\.\.\) or \(D,\) for one example, got shape \(\)",
+    ),
+    (
+        "affine one example, W rows",
+        lambda: funcbp.affine(jnp.ones(3), jnp.ones((4, 5)), None),
+        ValueError,
+        r"W must have 3 rows to match x of shape \(3,\)",
     ),
     (
         "affine int x",
@@ -549,6 +745,45 @@ BAD_INPUTS = [
         lambda: funcbp.affine(jnp.ones((2, 3), jnp.float32), jnp.ones((3, 5)), jnp.ones(5)),
         TypeError,
         "must share one dtype",
+    ),
+    (
+        # Mixed precision is the network's cast, never a silent promotion in a layer.
+        "affine bfloat16 x, float32 W and b",
+        lambda: funcbp.affine(
+            jnp.ones((2, 3), jnp.bfloat16), jnp.ones((3, 5), jnp.float32), jnp.ones(5, jnp.float32)
+        ),
+        TypeError,
+        r"x, W, b must share one dtype, got x: bfloat16, W: float32, b: float32",
+    ),
+    (
+        "affine no bias, mixed dtypes",
+        lambda: funcbp.affine(jnp.ones((2, 3), jnp.float32), jnp.ones((3, 5)), None),
+        TypeError,
+        r"x, W must share one dtype, got x: float32, W: float64",
+    ),
+    (
+        "affine b of ints",
+        lambda: funcbp.affine(jnp.ones((2, 3)), jnp.ones((3, 5)), jnp.ones(5, int)),
+        TypeError,
+        "b must be a floating-point array",
+    ),
+    (
+        "mul mixed dtypes",
+        lambda: funcbp.mul(jnp.ones(3, jnp.float32), jnp.ones(3)),
+        TypeError,
+        r"x, y must share one dtype, got x: float32, y: float64",
+    ),
+    (
+        "reduction unknown",
+        lambda: funcbp.softmax_with_loss(jnp.ones((4, 3)), jnp.ones(4, int), "avg"),
+        ValueError,
+        r"reduction must be 'mean', 'sum' or 'none', got 'avg'",
+    ),
+    (
+        "cross entropy reduction None",
+        lambda: funcbp.cross_entropy_error(jnp.ones((4, 3)) / 3, jnp.ones(4, int), None),
+        ValueError,
+        r"reduction must be 'mean', 'sum' or 'none', got None",
     ),
     (
         "mul shapes",

@@ -1,6 +1,10 @@
 """Batch norm, dropout and weight decay against the book's NumPy classes, and at their edges."""
 
 import inspect
+import json
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -8,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import funcbp
 from funcbp import book_numpy, norm, reference
 from tests.cases import bad_input_test
 from tests.cases import rng as _rng
@@ -131,6 +136,15 @@ def test_batch_norm_mean_term_is_what_makes_a_constant_shift_invisible():
     chex.assert_trees_all_close(dx.sum(0), np.zeros(3), atol=1e-13)
 
 
+def test_eval_mode_before_any_training_is_about_1000_times_too_large():
+    # The book's running_var starts at 0, so eval divides by sqrt(0 + 1e-6), as its docstring says.
+    x = _rng().standard_normal((4, 3))
+    zeros, ones = np.zeros(3), np.ones(3)
+    out, _ = norm.batch_norm(x, ones, zeros, zeros, zeros, train=False)
+    chex.assert_trees_all_close(out, x / np.sqrt(norm.BATCH_NORM_EPS), rtol=1e-14)
+    assert np.all(np.abs(out) > 900 * np.abs(x))
+
+
 # --- dropout -------------------------------------------------------------------------
 
 
@@ -250,8 +264,15 @@ def test_fwd_and_bwd_called_directly_agree_with_vjp(case):
     out, res = fn.fwd(*bound.args)
     grads = fn.bwd(*static, res, cotangent)
     assert len(grads) == len(dynamic)
-    assert all(g is None for g in grads[compared:])  # keys and running statistics
-    want_out, pullback = jax.vjp(lambda *d: fn(*d, *static), *dynamic)
+    assert all(g is None for g in grads[compared:])  # keys, rates, running statistics
+
+    def with_static(*dynamic):
+        args = list(dynamic)
+        for i, value in zip(fn.nondiff_argnums, static, strict=True):
+            args.insert(i, value)
+        return fn(*args)
+
+    want_out, pullback = jax.vjp(with_static, *dynamic)
     chex.assert_trees_all_close(out, want_out)
     chex.assert_trees_all_close(grads[:compared], pullback(vjp_cotangent)[:compared])
 
@@ -309,6 +330,12 @@ BAD_INPUTS = [
         r"momentum must be in \[0.0, 1.0\]",
     ),
     (
+        "bn momentum array",
+        lambda: norm.batch_norm(*BN4, momentum=jnp.array(-0.5)),
+        ValueError,
+        r"momentum must be in \[0.0, 1.0\], got -0.5",
+    ),
+    (
         "bn int x",
         lambda: norm.batch_norm(X4.astype(int), *BN4[1:]),
         TypeError,
@@ -333,10 +360,40 @@ BAD_INPUTS = [
         "rate must be in",
     ),
     (
-        "dropout rate array",
-        lambda: norm.dropout(X4, None, jnp.array(0.5), False),
+        "dropout rate array 1",
+        lambda: norm.dropout(X4, None, jnp.array(1.0), False),
+        ValueError,
+        r"rate must be in \[0.0, 1.0\), got 1.0",
+    ),
+    (
+        "dropout rate vector",
+        lambda: norm.dropout(X4, None, jnp.array([0.1, 0.2]), False),
+        ValueError,
+        r"rate must be a scalar, got an array of shape \(2,\)",
+    ),
+    (
+        "dropout rate bool",
+        lambda: norm.dropout(X4, None, True, False),
         TypeError,
-        "rate must be a Python float",
+        r"rate must be a real number \(a Python float or a scalar array\), got True",
+    ),
+    (
+        "dropout rate str",
+        lambda: norm.dropout(X4, None, "0.5", False),
+        TypeError,
+        r"rate must be an array or a number, got .0\.5. \(str\)",
+    ),
+    (
+        "dropout rate complex",
+        lambda: norm.dropout(X4, None, jnp.array(0.5 + 0j), False),
+        TypeError,
+        "rate must be a real number, got dtype complex",
+    ),
+    (
+        "dropout rate nan",
+        lambda: norm.dropout(X4, None, np.float32("nan"), False),
+        ValueError,
+        r"rate must be in \[0.0, 1.0\), got nan",
     ),
     (
         "dropout train str",
@@ -363,6 +420,18 @@ BAD_INPUTS = [
         r"lam must be in \[0.0, inf\)",
     ),
     (
+        "wd negative lam array",
+        lambda: norm.weight_decay([X4], jnp.array(-0.1)),
+        ValueError,
+        r"lam must be in \[0.0, inf\), got -0.1",
+    ),
+    (
+        "wd infinite lam",
+        lambda: norm.weight_decay([X4], float("inf")),
+        ValueError,
+        r"lam must be in \[0.0, inf\), got inf",
+    ),
+    (
         "wd empty",
         lambda: norm.weight_decay({}, 0.1),
         ValueError,
@@ -384,3 +453,197 @@ BAD_INPUTS = [
 
 
 test_bad_input_raises_naming_the_argument = bad_input_test(BAD_INPUTS)
+
+
+# --- hyperparameters as values ---------------------------------------------------------
+
+W = {"W1": _rng().standard_normal((4, 3)), "b1": _rng(1).standard_normal(3)}
+XB, TB = _rng(2).standard_normal((5, 4)), np.array([0, 2, 1, 1, 0])
+
+
+def _decayed_loss(layers):
+    def loss(params, lam):
+        scores = layers.affine(XB, params["W1"], params["b1"])
+        return layers.softmax_with_loss(scores, TB) + layers.weight_decay([params["W1"]], lam)
+
+    return loss
+
+
+LAMBDAS = [0.0, 0.01, 0.1, 1.0]
+
+
+def test_vmap_over_lambda_gives_each_lambdas_gradient():
+    loss = _decayed_loss(funcbp)
+    batched = jax.jit(jax.vmap(lambda lam: jax.grad(loss)(W, lam)))(jnp.array(LAMBDAS))
+    twins = jax.jit(jax.vmap(lambda lam: jax.grad(_decayed_loss(reference))(W, lam)))(
+        jnp.array(LAMBDAS)
+    )
+    for i, lam in enumerate(LAMBDAS):
+        one = jax.tree.map(lambda g, i=i: g[i], batched)
+        chex.assert_trees_all_close(one, jax.grad(loss)(W, lam), rtol=1e-14, atol=1e-16)
+    chex.assert_trees_all_close(batched, twins, rtol=1e-12, atol=1e-15)
+
+
+RATES = [0.0, 0.2, 0.5, 0.9]
+
+
+@pytest.mark.parametrize(
+    ("train", "inverted"), [(True, False), (True, True), (False, False), (False, True)]
+)
+def test_vmap_over_rate_gives_each_rate_its_own_masks_and_scaling(train, inverted):
+    x, key = _rng().standard_normal((4, 5)), jax.random.key(3)
+    dout = _rng(1).standard_normal(x.shape)
+
+    def layer(x, rate):
+        return norm.dropout(x, key, rate, train, inverted)
+
+    def pullback(x, rate):
+        out, vjp = jax.vjp(layer, x, rate)
+        return out, vjp(dout)[0]
+
+    outs, dxs = jax.jit(jax.vmap(pullback, in_axes=(None, 0)))(x, jnp.array(RATES))
+    draw = np.asarray(jax.random.uniform(key, x.shape))
+    for i, rate in enumerate(RATES):
+        out, dx = pullback(x, rate)  # eagerly: the same key, one rate alone
+        # Equal to rounding: XLA may divide by a batched 1 - rate differently.
+        chex.assert_trees_all_close((outs[i], dxs[i]), (out, dx), rtol=1e-15, atol=0)
+        if train:
+            chex.assert_trees_all_equal(outs[i] != 0, out != 0, draw > rate)
+        else:
+            chex.assert_trees_all_close(out, x if inverted else x * (1 - rate), rtol=1e-15)
+
+
+def test_vmap_over_momentum_gives_each_momentums_running_statistics():
+    x, gamma, beta, mean, var = _bn_args((6, 4), 4)
+    momenta = [0.0, 0.5, 0.9, 1.0]
+
+    def step(momentum):
+        return norm.batch_norm(x, gamma, beta, mean, var, momentum=momentum)
+
+    batched = jax.jit(jax.vmap(step))(jnp.array(momenta))
+    for i, momentum in enumerate(momenta):
+        chex.assert_trees_all_close(jax.tree.map(lambda a, i=i: a[i], batched), step(momentum))
+    chex.assert_trees_all_equal(batched[1][0][-1], jnp.asarray(mean))  # momentum 1 keeps it
+
+
+def test_a_hyperparameter_takes_the_datas_dtype_and_gets_no_gradient():
+    x32, key = jnp.asarray(_rng().standard_normal((3, 4)), jnp.float32), jax.random.key(0)
+    rate = jnp.array(0.25)  # float64, against float32 activations
+    assert norm.dropout(x32, key, rate).dtype == jnp.float32
+    assert norm.dropout(x32, key, rate, train=False).dtype == jnp.float32
+    chex.assert_trees_all_equal(norm.dropout(x32, key, rate), norm.dropout(x32, key, 0.25))
+    assert norm.weight_decay([x32], jnp.array(0.1)).dtype == jnp.float32
+    p32 = jnp.ones(4, jnp.float32)
+    _, stats = norm.batch_norm(x32, p32, p32, p32, p32, momentum=jnp.array(0.8))
+    assert [s.dtype for s in stats] == [jnp.float32] * 2
+    # No cotangent flows into rate, lambda or momentum, in the rules or the twins.
+    for module in (norm, reference):
+
+        def dropped(rate, module=module):
+            return jnp.sum(module.dropout(x32, key, rate))
+
+        def running_mean(momentum, module=module):
+            _, (mean, _) = module.batch_norm(x32, p32, p32, p32, p32, momentum=momentum)
+            return jnp.sum(mean)
+
+        assert jax.grad(dropped)(0.25) == 0
+        assert jax.grad(module.weight_decay, argnums=1)([x32], 0.1) == 0
+        assert jax.grad(running_mean)(0.8) == 0
+
+
+def test_traced_flags_are_refused_by_name():
+    key = jax.random.key(0)
+    with pytest.raises(TypeError, match=r"^train decides shapes or control flow"):
+        jax.jit(lambda train: norm.dropout(X4, key, 0.5, train))(True)
+    with pytest.raises(TypeError, match=r"^inverted decides shapes or control flow"):
+        jax.jit(lambda inverted: norm.dropout(X4, key, inverted=inverted))(True)
+    with pytest.raises(TypeError, match=r"^train decides shapes or control flow"):
+        jax.vmap(lambda train: norm.batch_norm(*BN4, train=train)[0])(jnp.array([True, False]))
+    with pytest.raises(TypeError, match=r"^axis decides shapes or control flow"):
+        jax.jit(lambda axis: norm.batch_norm(*BN4, axis=axis)[0])(1)
+
+
+# --- shard_map ---------------------------------------------------------------------------
+
+SHARD_MAP_STEP = """
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+jax.config.update("jax_enable_x64", True)
+import funcbp
+from funcbp import reference
+
+rng = np.random.default_rng(0)
+shapes = {"W1": (6, 5), "gamma": (5,), "beta": (5,), "W2": (5, 3), "b2": (3,)}
+params = {k: jnp.asarray(0.5 * rng.standard_normal(s)) for k, s in shapes.items()}
+params["gamma"] = params["gamma"] + 1
+x, t = jnp.asarray(rng.standard_normal((16, 6))), jnp.asarray(rng.integers(0, 3, 16))
+stats = (jnp.zeros(5), jnp.ones(5))
+
+
+def loss(layers, reduction):
+    # Data parallel: params replicated, each device a quarter of the batch.
+    def f(params, x, t, lam, key):
+        h = layers.affine(x, params["W1"], None)  # no bias before batch norm
+        h, _ = layers.batch_norm(h, params["gamma"], params["beta"], *stats, momentum=0.8)
+        h = layers.dropout(layers.relu(h), key, 0.25, inverted=True)
+        data = layers.softmax_with_loss(layers.affine(h, params["W2"], params["b2"]), t, reduction)
+        if reduction == "mean":
+            data = jax.lax.pmean(data, "batch")
+        else:
+            data = jax.lax.psum(jnp.sum(data), "batch") / x.shape[0]
+        return data + layers.weight_decay((params["W1"], params["W2"]), lam)
+
+    return f
+
+
+out = {}
+for axis_type in (AxisType.Explicit, AxisType.Auto):
+    mesh = jax.make_mesh((4,), ("batch",), axis_types=(axis_type,))
+    for reduction in ("mean", "sum", "none"):
+        grads = []
+        for layers in (funcbp, reference):
+            step = jax.shard_map(
+                jax.value_and_grad(loss(layers, reduction)),
+                mesh=mesh,
+                in_specs=(P(), P("batch"), P("batch"), P(), P()),
+                out_specs=P(),
+            )
+            args = (params, x, t, jnp.asarray(0.1), jax.random.key(0))
+            specs = (P(), P("batch"), P("batch"), P(), P())
+            args = [jax.device_put(a, NamedSharding(mesh, s)) for a, s in zip(args, specs)]
+            with jax.set_mesh(mesh):
+                grads.append(jax.jit(step)(*args))
+        (loss_rules, g_rules), (loss_twins, g_twins) = grads
+        out[f"{axis_type.name}-{reduction}"] = {
+            "loss": abs(float(loss_rules - loss_twins)) / float(loss_twins),
+            **{
+                k: float(jnp.max(jnp.abs(g_rules[k] - g_twins[k])) / jnp.max(jnp.abs(g_twins[k])))
+                for k in params
+            },
+        }
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_a_shard_map_step_through_the_rules_equals_the_twins():
+    # Params replicated (P()), the batch split over 4 devices, check_vma on: each rule's
+    # cotangent for a replicated param is reduced over the batch axis, as JAX's own are.
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SHARD_MAP_STEP], env=env, capture_output=True, text=True, timeout=200
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result) == {
+        f"{a}-{r}" for a in ("Explicit", "Auto") for r in ("mean", "sum", "none")
+    }
+    for case, errors in result.items():
+        assert set(errors) == {"loss", "W1", "gamma", "beta", "W2", "b2"}, case
+        assert max(errors.values()) < 1e-12, (case, errors)
