@@ -183,3 +183,23 @@ def test_k_conv_nets_are_k_single_runs():
         keys = run_keys(3)._replace(data=run_keys(2).data) if shared else run_keys(3)
         alone, _ = _chunk(net, opt, "manual", 5)(_state(net, opt, 3), 0, keys, x, t, 6)
         chex.assert_trees_all_close(jax.tree.map(lambda a: a[1], both), alone, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("unroll", [True, False])
+def test_loss_values_that_differ_are_traced_each_model_as_alone(tiny, monkeypatch, unroll):
+    x, t = tiny
+    if not unroll:
+        monkeypatch.setattr(steps, "UNROLL_MAX", 1)  # K=4 > 1: vmap of the single step
+    opt, k = make_optimizer("sgd"), 4
+    decays, rates = [0.0, 0.0, 0.3, 0.3], [0.0, 0.2, 0.0, 0.2]
+
+    def build(values):
+        return network([6, 5], input_size=8, output_size=3, **values)
+
+    values = {"weight_decay": jnp.asarray(decays), "dropout": jnp.asarray(rates)}
+    chunk = make_chunk(build, opt, "manual", 5, models=k)
+    both, _ = chunk(_state(build({}), opt, 0, k), 0, run_keys(0, k), values, x, t, 12)
+    for j in range(k):
+        net = build({"weight_decay": decays[j], "dropout": rates[j]})
+        alone, _ = _chunk(net, opt, "manual", 5)(_state(net, opt, j), 0, run_keys(j), x, t, 12)
+        chex.assert_trees_all_close(jax.tree.map(lambda a, j=j: a[j], both), alone, rtol=1e-5)
