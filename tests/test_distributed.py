@@ -149,6 +149,25 @@ def test_k_models_train_on_a_mesh_and_resume_on_another_device_count(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
 
 
+def test_a_sweep_trains_on_a_mesh_as_on_one_device_and_resumes_on_another_count(tmp_path):
+    # Values in the state (lr) and traced into the loss (weight decay), shared batches fused.
+    sweep = ["--model", "multi-layer", "--hidden", "20", "--optimizer", "sgd",
+             "--lr", "0.1,0.01", "--weight-decay", "0,0.01", "--shared-batches",
+             "--iters", "40", "--eval-every", "20"]  # fmt: skip
+    _cli(*sweep, "--devices", "4", "--out", str(tmp_path / "mesh"))
+    _cli(*sweep, "--devices", "1", "--out", str(tmp_path / "one"))
+    mesh, one = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
+    assert mesh["devices"] == 4 and len(mesh["models"]) == 4
+    for a, b in zip(mesh["models"], one["models"], strict=True):
+        assert (a["lr"], a["weight_decay"]) == (b["lr"], b["weight_decay"])
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    _cli("--resume", str(tmp_path / "mesh"), "--devices", "1", "--iters", "60")
+    _cli("--resume", str(tmp_path / "one"), "--iters", "60")
+    resumed, straight = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
+    for a, b in zip(resumed["models"], straight["models"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
 def test_cli_devices_4_and_1_end_with_the_same_loss(tmp_path):
     losses = {}
     for n in (4, 1):

@@ -337,3 +337,16 @@ def test_a_random_search_ranks_its_trials_on_validation_and_resumes_bit_identica
     assert [m["val_acc"] for m in evaluated["models"]] == pytest.approx(
         [m["val_acc"] for m in straight.metrics["models"]]
     )
+
+
+def test_bfloat16_computes_with_float32_master_weights(tmp_path):
+    base = TrainConfig(iters=200, eval_every=100)
+    plain = _fit(base)
+    half = _fit(dataclasses.replace(base, compute_dtype="bfloat16"), tmp_path)
+    assert {v.dtype for v in _params(tmp_path).values()} == {np.dtype(np.float32)}
+    assert half.metrics["run"]["models"][0]["lr"] == 0.1
+    assert half.metrics["history"][1]["loss"] < half.metrics["history"][0]["loss"]
+    assert half.metrics["final"]["test_acc"] == pytest.approx(
+        plain.metrics["final"]["test_acc"], abs=0.03
+    )
+    assert not np.array_equal(half.params["W1"], plain.params["W1"])  # it did compute in bf16
