@@ -148,10 +148,10 @@ def _distinct(rng, shape, dtype):
     return jnp.asarray(rng.permutation(values).reshape(shape), dtype)
 
 
-def _conv_args(x_shape, w_shape):
+def _conv_args(x_shape, w_shape, bias=True):
     def make(rng, dtype):
         x, W = _normal(rng, x_shape, dtype), _normal(rng, w_shape, dtype)
-        return x, W, _normal(rng, (w_shape[0],), dtype)
+        return x, W, _normal(rng, (w_shape[0],), dtype) if bias else None
 
     return make
 
@@ -258,6 +258,20 @@ LATER_LAYER_CHECKS: tuple[Check, ...] = (
         partial(reference.convolution, pad=2, layout="NHWC"),
         _conv_args((2, 3, 4, 2), (3, 2, 2, 3)),
     ),
+    # The floor: 3x3 windows two apart reach rows 0..6 of 8, and no window the last row.
+    Check(
+        "convolution_floor",
+        partial(conv.convolution, stride=2),
+        partial(reference.convolution, stride=2),
+        _conv_args((2, 2, 8, 9), (3, 2, 3, 3)),
+    ),
+    # Without a bias, 3x3/2/1 on 8x8, whose last padding row no window reaches.
+    Check(
+        "convolution_nhwc_no_bias",
+        partial(conv.convolution, stride=2, pad=1, layout="NHWC"),
+        partial(reference.convolution, stride=2, pad=1, layout="NHWC"),
+        _conv_args((2, 8, 8, 2), (3, 2, 3, 3), bias=False),
+    ),
     Check(
         "pooling", conv.pooling, reference.pooling, lambda k, d: (_distinct(k, (2, 3, 4, 6), d),)
     ),
@@ -269,6 +283,20 @@ LATER_LAYER_CHECKS: tuple[Check, ...] = (
         lambda k, d: (_distinct(k, (2, 4, 5, 2), d),),
     ),
     Check("pooling_relu_ties", _relu_then_pool, _relu_then_pool_twin, _negative_windows),
+    # The floor: ResNet's stem pool, 3x3/2/1, on 8x8; and 2x2/2 on 7x9, whose last
+    # row and column no window reaches (the interleaving col2im).
+    Check(
+        "pooling_floor",
+        partial(conv.pooling, pool_h=3, pool_w=3, stride=2, pad=1),
+        partial(reference.pooling, pool_h=3, pool_w=3, stride=2, pad=1),
+        lambda k, d: (_distinct(k, (2, 2, 8, 8), d),),
+    ),
+    Check(
+        "pooling_nhwc_floor",
+        partial(conv.pooling, layout="NHWC"),
+        partial(reference.pooling, layout="NHWC"),
+        lambda k, d: (_distinct(k, (2, 7, 9, 2), d),),
+    ),
     Check(
         "transpose",
         partial(conv.transpose, axes=(0, 2, 3, 1)),

@@ -106,10 +106,10 @@ def softmax_with_loss(x: ArrayLike, t: ArrayLike, reduction: str = "mean") -> Ar
 # --- chapters 6 and 7 -------------------------------------------------------
 
 
-def convolution(
-    x: ArrayLike, W: ArrayLike, b: ArrayLike, stride: int = 1, pad: int = 0, layout: str = "NCHW"
-) -> Array:
-    # What a JAX user would write: XLA's convolution, W in the book's OIHW.
+def convolution(x: ArrayLike, W: ArrayLike, b: ArrayLike | None, stride: int = 1, pad: int = 0,
+                layout: str = "NCHW") -> Array:  # fmt: skip
+    # What a JAX user would write: XLA's convolution, W in the book's OIHW. Its
+    # output size is the same floor, (H + 2*pad - FH) // stride + 1.
     out = jax.lax.conv_general_dilated(
         jnp.asarray(x),
         jnp.asarray(W),
@@ -117,6 +117,8 @@ def convolution(
         [(pad, pad), (pad, pad)],
         dimension_numbers=(layout, "OIHW", layout),
     )
+    if b is None:
+        return out
     return out + jnp.reshape(b, (1, -1, 1, 1) if layout == "NCHW" else (1, 1, 1, -1))
 
 

@@ -25,6 +25,10 @@ CONV_CASES = {
     "1x1 stride 2, gaps between windows": ((2, 3, 5, 7), (4, 3, 1, 1), 2, 0),
     # One channel: im2col takes its column offsets first, then its row offsets.
     "one channel, 3x5 stride 2 pad 1": ((2, 1, 7, 9), (3, 1, 3, 5), 2, 1),
+    # The floor: the book's OH = (H + 2*pad - FH) // stride + 1 leaves the last rows out.
+    "3x3 stride 2 pad 1 on 8x8, floor": ((2, 2, 8, 8), (3, 2, 3, 3), 2, 1),
+    "3x3 stride 2 on 8x9, last row left out": ((1, 2, 8, 9), (3, 2, 3, 3), 2, 0),
+    "2x2 stride 3 on 7x9, floor with gaps": ((1, 2, 7, 9), (2, 2, 2, 2), 3, 0),
 }
 
 
@@ -54,6 +58,8 @@ POOL_CASES = {
     # After a ReLU most windows tie at 0; np.argmax picks the first.
     "ties after relu": (np.maximum(_rng(4).standard_normal((2, 2, 6, 6)) - 0.8, 0), 2, 2, 2),
     "integer ties": (_rng(5).integers(0, 3, (2, 2, 4, 4)).astype(float), 2, 2, 1),
+    "3x3 stride 2 on 8x8, floor": (_rng(6).standard_normal((2, 2, 8, 8)), 3, 3, 2),
+    "2x2 stride 2 on 7x9, floor without overlap": (_rng(7).standard_normal((2, 2, 7, 9)), 2, 2, 2),
 }
 
 
@@ -85,20 +91,183 @@ def test_pooling_with_pad_is_the_book_on_a_zero_padded_input():
     chex.assert_trees_all_close(dx, book.backward(dout)[:, :, 1:-1, 1:-1], rtol=1e-14)
 
 
-def test_im2col_and_col2im_match_the_books_helpers():
+HELPER_CASES = {
+    # name: (x shape, filter_h, filter_w, stride, pad)
+    "3x2 stride 2 pad 1": ((2, 3, 7, 6), 3, 2, 2, 1),
+    "3x3 stride 2 pad 1 on 8x8, floor": ((2, 2, 8, 8), 3, 3, 2, 1),
+    "2x2 stride 3 on 7x9, floor with gaps": ((1, 2, 7, 9), 2, 2, 3, 0),
+}
+
+
+@pytest.mark.parametrize("case", HELPER_CASES)
+def test_im2col_and_col2im_match_the_books_helpers(case):
+    shape, fh, fw, stride, pad = HELPER_CASES[case]
     rng = _rng()
-    x = rng.standard_normal((2, 3, 7, 6))
-    col = book_numpy.im2col(x, 3, 2, 2, 1)
-    chex.assert_trees_all_equal(conv.im2col(x, 3, 2, 2, 1), col)
+    x = rng.standard_normal(shape)
+    col = book_numpy.im2col(x, fh, fw, stride, pad)
     dcol = rng.standard_normal(col.shape)
+    want = book_numpy.col2im(dcol, x.shape, fh, fw, stride, pad)
+    nhwc_shape = tuple(shape[i] for i in (0, 2, 3, 1))
+
+    @jax.jit  # one program, not an op-by-op dispatch of every slice
+    def helpers(x, dcol):
+        return (
+            conv.im2col(x, fh, fw, stride, pad),
+            conv.im2col(x.transpose(0, 2, 3, 1), fh, fw, stride, pad, "NHWC"),
+            conv.col2im(dcol, shape, fh, fw, stride, pad),
+            conv.col2im(dcol, nhwc_shape, fh, fw, stride, pad, "NHWC").transpose(0, 3, 1, 2),
+        )
+
+    got_col, got_nhwc_col, got, got_nhwc = helpers(x, dcol)
+    chex.assert_trees_all_equal((got_col, got_nhwc_col), (col, col))
+    chex.assert_trees_all_close((got, got_nhwc), (want, want))
+
+
+# --- the floor, against loops over every window ---------------------------------
+
+
+def _loop_windows(x, fh, fw, stride, pad):
+    """(i, j, window) for every output position: x zero-padded, NCHW, plain NumPy."""
+    xp = np.pad(x, [(0, 0), (0, 0), (pad, pad), (pad, pad)])
+    oh, ow = (xp.shape[2] - fh) // stride + 1, (xp.shape[3] - fw) // stride + 1
+    for i in range(oh):
+        for j in range(ow):
+            rows, cols = slice(i * stride, i * stride + fh), slice(j * stride, j * stride + fw)
+            yield i, j, (..., rows, cols), xp
+
+
+def _loop_convolution(x, W, b, stride, pad, dout):
+    """out and (dx, dW, db) of the convolution, one window at a time."""
+    fh, fw = W.shape[2:]
+    dout = np.asarray(dout)
+    out, dW = np.zeros(dout.shape), np.zeros(W.shape)
+    dxp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
+    for i, j, window, xp in _loop_windows(x, fh, fw, stride, pad):
+        out[:, :, i, j] = np.einsum("nchw,fchw->nf", xp[window], W) + b
+        dW += np.einsum("nf,nchw->fchw", dout[:, :, i, j], xp[window])
+        dxp[window] += np.einsum("nf,fchw->nchw", dout[:, :, i, j], W)
+    h, w = x.shape[2:]
+    return out, (dxp[:, :, pad : pad + h, pad : pad + w], dW, dout.sum(axis=(0, 2, 3)))
+
+
+def _loop_pooling(x, ph, pw, stride, pad, dout):
+    """out and dx of max pooling, one window at a time; ties go to the first maximum."""
+    dout = np.asarray(dout)
+    out = np.zeros(dout.shape)
+    dxp = np.zeros((x.shape[0], x.shape[1], x.shape[2] + 2 * pad, x.shape[3] + 2 * pad))
+    for i, j, window, xp in _loop_windows(x, ph, pw, stride, pad):
+        for n in range(x.shape[0]):
+            for c in range(x.shape[1]):
+                values = xp[(n, c, *window[1:])]
+                k = int(np.argmax(values))  # row-major, first maximum
+                out[n, c, i, j] = values.flat[k]
+                dxp[n, c, i * stride + k // pw, j * stride + k % pw] += dout[n, c, i, j]
+    h, w = x.shape[2:]
+    return out, dxp[:, :, pad : pad + h, pad : pad + w]
+
+
+FLOOR_CASES = {
+    # name: (x shape, window, stride, pad); none has a stride that divides both sides.
+    "3x3 stride 2 pad 1 on 8x8": ((2, 2, 8, 8), 3, 2, 1),
+    "3x3 stride 2 pad 1 on 7x9": ((2, 2, 7, 9), 3, 2, 1),
+    "3x3 stride 2 on 8x8, last row and column reached by no window": ((2, 2, 8, 8), 3, 2, 0),
+    "2x2 stride 2 on 7x9, no overlap": ((2, 2, 7, 9), 2, 2, 0),
+    "2x2 stride 3 pad 1 on 7x9, gaps": ((1, 2, 7, 9), 2, 3, 1),
+    "3x3 stride 4 pad 2 on 9x7": ((1, 3, 9, 7), 3, 4, 2),
+}
+_NHWC = (0, 2, 3, 1)
+
+
+def _out_hw(shape, window, stride, pad):
+    return tuple((n + 2 * pad - window) // stride + 1 for n in shape[2:])
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", FLOOR_CASES)
+def test_convolution_floors_like_a_loop_over_windows(case, layout):
+    shape, k, stride, pad = FLOOR_CASES[case]
+    rng = _rng()
+    x, W, b = rng.standard_normal(shape), rng.standard_normal((3, shape[1], k, k)), np.ones(3)
+    dout = rng.standard_normal((shape[0], 3, *_out_hw(shape, k, stride, pad)))
+    want_out, (want_dx, want_dW, want_db) = _loop_convolution(x, W, b, stride, pad, dout)
+    if layout == "NHWC":
+        x, dout = x.transpose(_NHWC), dout.transpose(_NHWC)
+        want_out, want_dx = want_out.transpose(_NHWC), want_dx.transpose(_NHWC)
+    got = _vjp(lambda *a: conv.convolution(*a, stride, pad, layout), (x, W, b), dout)
     chex.assert_trees_all_close(
-        conv.col2im(dcol, x.shape, 3, 2, 2, 1), book_numpy.col2im(dcol, x.shape, 3, 2, 2, 1)
+        got, (want_out, (want_dx, want_dW, want_db)), rtol=1e-12, atol=1e-13
     )
-    nhwc = conv.col2im(dcol, (2, 7, 6, 3), 3, 2, 2, 1, layout="NHWC")
-    chex.assert_trees_all_close(
-        nhwc.transpose(0, 3, 1, 2), book_numpy.col2im(dcol, x.shape, 3, 2, 2, 1)
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("case", FLOOR_CASES)
+def test_pooling_floors_like_a_loop_over_windows(case, layout):
+    shape, k, stride, pad = FLOOR_CASES[case]
+    rng = _rng()
+    x = rng.standard_normal(shape)
+    dout = rng.standard_normal((*shape[:2], *_out_hw(shape, k, stride, pad)))
+    want_out, want_dx = _loop_pooling(x, k, k, stride, pad, dout)
+    if layout == "NHWC":
+        x, dout = x.transpose(_NHWC), dout.transpose(_NHWC)
+        want_out, want_dx = want_out.transpose(_NHWC), want_dx.transpose(_NHWC)
+    got = _vjp(lambda x: conv.pooling(x, k, k, stride, pad, layout), (x,), dout)
+    chex.assert_trees_all_close(got, (want_out, (want_dx,)), rtol=1e-14)
+
+
+def test_rows_and_columns_no_window_reaches_get_zero_gradient():
+    # 3x3 windows two apart on 8x8 reach rows 0..6: row 7 and column 7 are left out.
+    x = _rng().standard_normal((1, 2, 8, 8)) + 10.0  # the max of a window is never the padding
+    W = np.ones((1, 2, 3, 3))
+
+    @jax.jit
+    def grads(x):
+        def conv_loss(x):
+            return jnp.sum(conv.convolution(x, W, np.zeros(1), 2))
+
+        return jax.grad(conv_loss)(x), jax.grad(lambda x: jnp.sum(conv.pooling(x, 3, 3, 2)))(x)
+
+    for dx in grads(x):
+        assert np.all(dx[..., 7, :] == 0) and np.all(dx[..., :, 7] == 0)
+        assert np.any(dx[..., 6, :] != 0) and np.any(dx[..., :, 6] != 0)
+
+
+def test_resnet_stem_pool_takes_112_to_56():
+    x = _rng().standard_normal((2, 4, 112, 112))
+    out = conv.pooling(x, 3, 3, 2, 1)
+    assert out.shape == (2, 4, 56, 56)
+    chex.assert_trees_all_equal(out, reference.pooling(x, 3, 3, 2, 1))
+    dout = _rng(1).standard_normal(out.shape)
+    got = _vjp(lambda x: conv.pooling(x, 3, 3, 2, 1), (x,), dout)
+    want = _vjp(lambda x: reference.pooling(x, 3, 3, 2, 1), (x,), dout)
+    chex.assert_trees_all_close(got, want, rtol=1e-13, atol=1e-15)
+
+
+# --- without a bias ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+def test_convolution_without_bias_has_no_db(layout):
+    rng = _rng()
+    x, W = rng.standard_normal((2, 3, 8, 8)), rng.standard_normal((4, 3, 3, 3))
+    if layout == "NHWC":
+        x = x.transpose(_NHWC)
+    dout = rng.standard_normal(
+        jax.eval_shape(lambda: conv.convolution(x, W, None, 2, 1, layout)).shape
     )
-    chex.assert_trees_all_equal(conv.im2col(x.transpose(0, 2, 3, 1), 3, 2, 2, 1, "NHWC"), col)
+    out, (dx, dW, db) = _vjp(
+        lambda x, W, b: conv.convolution(x, W, b, 2, 1, layout), (x, W, None), dout
+    )
+    assert db is None
+    with_zero_bias = _vjp(
+        lambda x, W: conv.convolution(x, W, np.zeros(4), 2, 1, layout), (x, W), dout
+    )
+    chex.assert_trees_all_equal((out, (dx, dW)), with_zero_bias)
+    twin = _vjp(lambda x, W: reference.convolution(x, W, None, 2, 1, layout), (x, W), dout)
+    chex.assert_trees_all_close((out, (dx, dW)), twin, rtol=1e-12, atol=1e-13)
+    grads = jax.jit(
+        jax.grad(lambda x, W, b: jnp.sum(conv.convolution(x, W, b, 1, 0, layout)), (0, 1, 2))
+    )
+    assert grads(x, W, None)[2] is None
 
 
 # --- layouts --------------------------------------------------------------------
@@ -255,10 +424,47 @@ BAD_INPUTS = [
         r"the filter height must fit in x's padded height 6 \+ 2\*0 = 6, got 9",
     ),
     (
-        "stride does not divide",
-        lambda: conv.convolution(X, W, B, stride=2),
+        "x with 0 channels",
+        lambda: conv.convolution(jnp.ones((2, 0, 6, 6)), jnp.ones((4, 0, 3, 3)), B),
         ValueError,
-        r"stride must divide x's height \+ 2\*pad - the filter height = 6 \+ 2\*0 - 3 = 3",
+        r"x must have at least 1 channel, got shape \(2, 0, 6, 6\)",
+    ),
+    (
+        "0 filters",
+        lambda: conv.convolution(X, jnp.ones((0, 3, 3, 3)), jnp.ones(0)),
+        ValueError,
+        r"W must have at least 1 filter, 1 channel and a 1x1 window, got W of shape \(0, 3, 3, 3\)",
+    ),
+    (
+        "W with 0 channels",
+        lambda: conv.convolution(X, jnp.ones((4, 0, 3, 3)), B),
+        ValueError,
+        r"W must have at least 1 filter.*got W of shape \(4, 0, 3, 3\)",
+    ),
+    (
+        "a 0x3 filter",
+        lambda: conv.convolution(X, jnp.ones((4, 3, 0, 3)), B),
+        ValueError,
+        r"W must have at least 1 filter, 1 channel and a 1x1 window",
+    ),
+    (
+        "pad too large for memory",
+        lambda: conv.convolution(X, W, B, pad=10**6),
+        ValueError,
+        r"pad 1000000 pads x's height and width to 2000006 x 2000006 \(6 \+ 2\*1000000 .*"
+        r"more than the [\d,]+ GiB of memory",
+    ),
+    (
+        "pool pad too large for memory",
+        lambda: conv.pooling(X, pad=10**6),
+        ValueError,
+        r"pad 1000000 pads x's height and width to 2000006 x 2000006",
+    ),
+    (
+        "col2im pad too large for memory",
+        lambda: conv.col2im(jnp.ones((5, 27)), (2, 3, 6, 6), 3, 3, pad=10**6),
+        ValueError,
+        r"pad 1000000 pads x's height and width to 2000006 x 2000006",
     ),
     (
         "channels",
@@ -271,6 +477,12 @@ BAD_INPUTS = [
         lambda: conv.convolution(X, W, B, layout="NHWC"),
         ValueError,
         r"W must have 6 input channels",
+    ),
+    (
+        "int b",
+        lambda: conv.convolution(X, W, jnp.ones(4, int)),
+        TypeError,
+        "b must be a floating-point array",
     ),
     (
         "b shape",
@@ -344,12 +556,6 @@ BAD_INPUTS = [
         ValueError,
         r"pool_h must fit in x's padded height 6 \+ 2\*0 = 6, got 7",
     ),
-    (
-        "pool stride does not divide",
-        lambda: conv.pooling(X, 3, 3, 2),
-        ValueError,
-        "stride must divide",
-    ),
     ("pool_w 0", lambda: conv.pooling(X, 2, 0), ValueError, "pool_w must be at least 1"),
     (
         "pool int x",
@@ -376,6 +582,15 @@ BAD_INPUTS = [
 
 
 test_bad_input_raises_naming_the_argument = bad_input_test(BAD_INPUTS)
+
+
+def test_a_pad_is_refused_by_the_memory_its_windows_take(monkeypatch):
+    # im2col of X with a 3x3 filter: 2*3*(4*4)*9 float64s = 6912 bytes at pad 0,
+    # 2*3*(6*6)*9*8 = 15552 at pad 1.
+    monkeypatch.setattr(conv, "_memory_bytes", lambda: 10_000)
+    assert conv.convolution(X, W, B).shape == (2, 4, 4, 4)
+    with pytest.raises(ValueError, match=r"pad 1 pads x's height and width to 8 x 8 .*more than"):
+        conv.convolution(X, W, B, pad=1)
 
 
 def test_bad_input_raises_under_jit_and_grad_too():

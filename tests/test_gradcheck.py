@@ -164,12 +164,13 @@ def _conv_col2im_overwrites(x, W, b, stride):
 
 
 def _overwrite_fwd(x, W, b, stride):
-    return conv.convolution.fwd(x, W, b, stride, 0, "NCHW")
+    out, res = conv.convolution.fwd(x, W, b, stride, 0, "NCHW")
+    return out, (res, W)
 
 
 def _overwrite_bwd(stride, res, dout):
+    res, W = res
     _, dW, db = conv.convolution.bwd(stride, 0, "NCHW", res, dout)
-    W = res[1]
     fn, c, fh, fw = W.shape
     n, _, oh, ow = dout.shape
     dcol = dout.transpose(0, 2, 3, 1) @ W.reshape(fn, -1)  # the book's dcol, (C, FH, FW) columns
