@@ -153,18 +153,18 @@ def test_a_sweep_trains_on_a_mesh_as_on_one_device_and_resumes_on_another_count(
     # Values in the state (lr) and traced into the loss (weight decay), shared batches fused.
     sweep = ["--model", "multi-layer", "--hidden", "20", "--optimizer", "sgd",
              "--lr", "0.1,0.01", "--weight-decay", "0,0.01", "--shared-batches",
-             "--iters", "40", "--eval-every", "20"]  # fmt: skip
-    _cli(*sweep, "--devices", "4", "--out", str(tmp_path / "mesh"))
-    _cli(*sweep, "--devices", "1", "--out", str(tmp_path / "one"))
+             "--eval-every", "20"]  # fmt: skip
+    _cli(*sweep, "--iters", "40", "--devices", "4", "--out", str(tmp_path / "mesh"))
+    _cli(*sweep, "--iters", "60", "--devices", "1", "--out", str(tmp_path / "one"))
     mesh, one = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
     assert mesh["devices"] == 4 and len(mesh["models"]) == 4
-    for a, b in zip(mesh["models"], one["models"], strict=True):
-        assert (a["lr"], a["weight_decay"]) == (b["lr"], b["weight_decay"])
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    values = [(m["lr"], m["weight_decay"]) for m in mesh["models"]]
+    assert values == [(m["lr"], m["weight_decay"]) for m in one["models"]]
+    for a, b in zip(mesh["history"], one["history"][:2], strict=True):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
     _cli("--resume", str(tmp_path / "mesh"), "--devices", "1", "--iters", "60")
-    _cli("--resume", str(tmp_path / "one"), "--iters", "60")
-    resumed, straight = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
-    for a, b in zip(resumed["models"], straight["models"], strict=True):
+    resumed = _metrics(tmp_path / "mesh")
+    for a, b in zip(resumed["models"], one["models"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
 
 
@@ -185,7 +185,7 @@ def test_cli_devices_4_and_1_end_with_the_same_loss(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["simple-convnet", "deep-convnet"])
-def test_conv_nets_train_on_four_devices_as_on_one_and_resume_across_counts(model, tmp_path):
+def test_conv_nets_train_on_four_devices_as_on_one(model, tmp_path):
     # JAX's default mesh: jax.make_mesh, Explicit axes.
     iters = {"simple-convnet": 40, "deep-convnet": 4}[model]
     common = ["--model", model, "--iters", str(iters), "--eval-every", str(iters // 2)]
@@ -195,9 +195,9 @@ def test_conv_nets_train_on_four_devices_as_on_one_and_resume_across_counts(mode
     assert (four["devices"], one["devices"]) == (4, 1)
     for a, b in zip(four["history"], one["history"], strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
-    # The 4-device run continues on 1 device.
-    _cli("--resume", str(tmp_path / "d4"), "--devices", "1", "--iters", str(2 * iters))
-    assert _metrics(tmp_path / "d4")["history"][-1]["iter"] == 2 * iters
+    if model == "simple-convnet":  # a 4-device run continues on 1 device
+        _cli("--resume", str(tmp_path / "d4"), "--devices", "1", "--iters", str(2 * iters))
+        assert _metrics(tmp_path / "d4")["history"][-1]["iter"] == 2 * iters
 
 
 def test_cli_refuses_a_batch_the_devices_cannot_split(tmp_path):
