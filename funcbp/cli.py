@@ -122,7 +122,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         meta, flag = f.metadata, "--" + f.name.replace("_", "-")
         group = groups[bool(meta.get("resumable"))]
-        default = "" if f.default in (None, False) else f" (default {f.default})"
+        default = "" if f.default is None or f.default is False else f" (default {f.default})"
         if meta["parse"] is None:
             group.add_argument(flag, action="store_true", help=meta["help"])
         else:
