@@ -5,64 +5,60 @@ normalization, dropout and weight decay) are pure functions whose backward
 rules are hand-written and registered with ``jax.custom_vjp``;
 :mod:`funcbp.reference` holds their plain-jnp twins, and
 :func:`compare_gradients` checks one against the other and against
-:func:`numerical_gradient`; :class:`Check` rows make a table of such checks, and
-:func:`funcbp.testing.assert_rule` is the assertion for tests.
+:func:`numerical_gradient`.
 
 Forward-mode autodiff (``jax.jvp``, ``jax.jacfwd``) cannot pass through
 ``custom_vjp``; reverse mode, ``grad`` of ``grad`` and ``jax.hessian`` work.
+
+The names below are imported when first used, so that ``import funcbp`` (and
+the ``funcbp`` command, which handles Ctrl-C from its first line) does not
+wait for JAX.
 """
 
-from funcbp import reference
-from funcbp.checks import Check
-from funcbp.conv import convolution, pooling, transpose
-from funcbp.gradcheck import compare_gradients, numerical_gradient
-from funcbp.layers import (
-    add,
-    affine,
-    cross_entropy_error,
-    mul,
-    relu,
-    sigmoid,
-    softmax,
-    softmax_with_loss,
-)
-from funcbp.net import Network
-from funcbp.norm import batch_norm, dropout, weight_decay
-from funcbp.testing import assert_rule
-from funcbp.zoo import (
-    deep_convnet,
-    network,
-    simple_convnet,
-    two_layer,
-    two_layer_net,
-)
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Check",
-    "Network",
-    "add",
-    "affine",
-    "assert_rule",
-    "batch_norm",
-    "compare_gradients",
-    "convolution",
-    "cross_entropy_error",
-    "deep_convnet",
-    "dropout",
-    "mul",
-    "network",
-    "numerical_gradient",
-    "pooling",
-    "reference",
-    "relu",
-    "sigmoid",
-    "simple_convnet",
-    "softmax",
-    "softmax_with_loss",
-    "transpose",
-    "two_layer",
-    "two_layer_net",
-    "weight_decay",
-]
+# name -> the module that defines it
+_PUBLIC = {
+    "Check": "funcbp.checks",
+    "Network": "funcbp.net",
+    "add": "funcbp.layers",
+    "affine": "funcbp.layers",
+    "assert_rule": "funcbp.testing",
+    "batch_norm": "funcbp.norm",
+    "compare_gradients": "funcbp.gradcheck",
+    "convolution": "funcbp.conv",
+    "cross_entropy_error": "funcbp.layers",
+    "deep_convnet": "funcbp.zoo",
+    "dropout": "funcbp.norm",
+    "mul": "funcbp.layers",
+    "network": "funcbp.zoo",
+    "numerical_gradient": "funcbp.gradcheck",
+    "pooling": "funcbp.conv",
+    "relu": "funcbp.layers",
+    "sigmoid": "funcbp.layers",
+    "simple_convnet": "funcbp.zoo",
+    "softmax": "funcbp.layers",
+    "softmax_with_loss": "funcbp.layers",
+    "transpose": "funcbp.conv",
+    "two_layer": "funcbp.zoo",
+    "two_layer_net": "funcbp.zoo",
+    "weight_decay": "funcbp.norm",
+}
+
+__all__ = sorted([*_PUBLIC, "reference"])
+
+
+def __getattr__(name: str):
+    if name == "reference":
+        return importlib.import_module("funcbp.reference")
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'funcbp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__():
+    return __all__

@@ -38,13 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from funcbp import book_numpy, conv, layers
+from funcbp import _checks, book_numpy, conv, layers, zoo
 from funcbp.config import make_optimizer
 from funcbp.data import load_for_model
 from funcbp.io import atomic_write
 from funcbp.net import Network
 from funcbp.steps import init_train_state, make_chunk, minibatch_indices, run_keys
-from funcbp.zoo import simple_convnet, two_layer
+from funcbp.zoo import two_layer
 
 __all__ = [
     "MODELS",
@@ -55,6 +55,7 @@ __all__ = [
     "matmul_shapes",
     "plot_bench",
     "run_bench",
+    "settings",
 ]
 
 NAMES = (
@@ -103,10 +104,11 @@ def _lax_simple_convnet(p, xb):
 
 @dataclass(frozen=True)
 class BenchModel:
-    """One ``--model``: the network, its baselines and its default run lengths.
+    """One ``--model``: a model of :data:`funcbp.zoo.MODELS`, its baselines and run lengths.
 
     Attributes:
-        net: the funcbp network (its manual and autodiff rows, and the FLOP count).
+        name: its name in the registry; :attr:`net` is the registry's network
+            at the book's sizes (its manual and autodiff rows, and the FLOP count).
         title: how the table and the plot name it.
         book: the book's NumPy class, built on a params dict (the numpy-book row).
         torch_scores: ``(torch, params, xb) -> scores`` (the torch-eager row).
@@ -115,7 +117,7 @@ class BenchModel:
         steps, quick_steps: steps per run by default and with ``--quick``.
     """
 
-    net: Network
+    name: str
     title: str
     book: Callable[[dict[str, np.ndarray]], Any]
     torch_scores: Callable
@@ -123,22 +125,30 @@ class BenchModel:
     steps: int
     quick_steps: int
 
+    @property
+    def net(self) -> Network:
+        return zoo.build(self.name)
+
 
 MODELS = {
-    "two-layer": BenchModel(
-        two_layer, "784-50-10", book_numpy.TwoLayerNet, _torch_two_layer, None, 10_000, 300
-    ),
-    "simple-convnet": BenchModel(
-        simple_convnet,
-        "SimpleConvNet 30x5x5-pool-100-10",
-        book_numpy.SimpleConvNet,
-        _torch_simple_convnet,
-        _lax_simple_convnet,
-        200,
-        20,
-    ),
+    model.name: model
+    for model in (
+        BenchModel(
+            "two-layer", "784-50-10", book_numpy.TwoLayerNet, _torch_two_layer, None, 10_000, 300
+        ),
+        BenchModel(
+            "simple-convnet",
+            "SimpleConvNet 30x5x5-pool-100-10",
+            book_numpy.SimpleConvNet,
+            _torch_simple_convnet,
+            _lax_simple_convnet,
+            200,
+            20,
+        ),
+    )
 }
-"""What ``funcbp bench --model NAME`` runs: one entry per model, its rows follow from it."""
+"""What ``funcbp bench --model NAME`` runs: the registry's models that have the book's
+NumPy class and a PyTorch twin; the rows follow from the entry."""
 
 
 def _numpy_book_train(book, params, x, t, idx) -> dict[str, np.ndarray]:
@@ -327,13 +337,13 @@ def _funcbp_impl(name, net: Network, grad, seed, x, t, steps, *, models=1, share
     opt = make_optimizer("sgd", LR)
     keys = run_keys(seed, models)
     state = init_train_state(net, opt, keys, models=models)
-    chunk = make_chunk(net, opt, grad, BATCH_SIZE, models=models, shared=shared)
+    chunk = make_chunk(lambda values: net, opt, grad, BATCH_SIZE, models=models, shared=shared)
     t0 = time.perf_counter()
-    compiled = chunk.lower(state, 0, keys, x, t, length=steps).compile()
+    compiled = chunk.lower(state, 0, keys, {}, x, t, length=steps).compile()
     compile_s = time.perf_counter() - t0
 
     def run():
-        new, losses = compiled(state, 0, keys, x, t)
+        new, losses = compiled(state, 0, keys, {}, x, t)
         losses.block_until_ready()
         return new.params if models == 1 else jax.tree.map(lambda a: a[0], new.params)
 
@@ -549,13 +559,22 @@ def _implementations(model: BenchModel, data, steps: int, seed: int, torch: bool
     return impls, notes
 
 
+def settings(model: str, steps: int | None, rounds: int, seeds: int, quick: bool) -> int:
+    """The run's steps per timed run (the model's default for None), every setting checked."""
+    entry = MODELS[_checks.one_of("model", model, MODELS)]
+    steps = (entry.quick_steps if quick else entry.steps) if steps is None else steps
+    for name, value in (("steps", steps), ("rounds", rounds), ("seeds", seeds)):
+        _checks.integer(name, value)
+    return steps
+
+
 def run_bench(
     steps: int | None = None,
     rounds: int = 5,
     *,
     model: str = "two-layer",
     seed: int = 0,
-    quick_roofline: bool = False,
+    quick: bool = False,
     torch: bool = True,
     seeds: int = ENSEMBLE_K,
     log: Callable[[str], None] = print,
@@ -564,27 +583,19 @@ def run_bench(
 
     Args:
         steps: SGD steps per run (every figure is scaled to 10,000); None for
-            the model's default.
+            the model's default (its ``quick_steps`` with ``quick``).
         rounds: interleaved rounds; figures are medians over them.
         model: a key of :data:`MODELS`.
         seed: the init and minibatch seed, as ``funcbp train --seed``.
-        quick_roofline: fewer repetitions for the matmul roofline.
+        quick: the short run: fewer steps, fewer repetitions for the matmul roofline.
         torch: include PyTorch eager when it is importable.
         seeds: K, the models trained at once by ``funcbp-seedsK`` (own batches) and
             ``funcbp-seedsK-shared`` (one batch stream; the first layer fused when it
             is an Affine, the models vmapped otherwise).
         log: progress lines.
     """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    steps = settings(model, steps, rounds, seeds, quick)
     bench_model = MODELS[model]
-    steps = bench_model.steps if steps is None else steps
-    if steps <= 0:
-        raise ValueError(f"steps must be > 0, got {steps}")
-    if rounds <= 0:
-        raise ValueError(f"rounds must be > 0, got {rounds}")
-    if seeds <= 0:
-        raise ValueError(f"seeds must be > 0, got {seeds}")
     net = bench_model.net
     (x_np, t_np), _ = load_for_model("mnist-5k", net.input_shape)
     x, t = jnp.asarray(x_np), jnp.asarray(t_np)  # on the device once, outside every timing
@@ -599,12 +610,18 @@ def run_bench(
         # The warm-up keeps first-call costs out of the timings; its memory growth is reported.
         finals[impl.name], impl.peak_mem_mb = _with_peak_mem(impl.run)
     log("matmul roofline ...")
-    matmuls = _time_matmuls(matmul_shapes(net), quick_roofline)
+    matmuls = _time_matmuls(matmul_shapes(net), quick)
     roofline_s = sum(m["best_us"] for m in matmuls if m["needed"]) * 1e-6 * PER
 
     background = _time_rounds(impls, rounds, log)
     flops = flops_per_step(net)
     results = _results(impls, finals, steps, roofline_s, flops)
+    return _report(
+        model, net, steps, rounds, flops, roofline_s, matmuls, background, notes, results
+    )
+
+
+def _report(model, net, steps, rounds, flops, roofline_s, matmuls, background, notes, results):
     return {
         "model": model,
         "device": device_info(),

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
 
-from funcbp.io import atomic_write_text
+# Only what starts at once: JAX is imported after the signal handlers are in place.
+from funcbp.stopping import Stop, supervise
 
 __all__ = ["main"]
 
@@ -24,6 +24,8 @@ class UsageError(Exception):
 
 def _emit(obj: object, json_dest: str | None, text: str) -> None:
     """Writes ``obj`` as JSON to a file or stdout (``-``), and ``text`` unless stdout has JSON."""
+    from funcbp.io import atomic_write_text
+
     if json_dest:
         dumped = json.dumps(obj, indent=2) + "\n"
         if json_dest == "-":
@@ -117,146 +119,43 @@ def _run_gradcheck(args) -> int:
 # --- train / evaluate ---------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected an integer > 0, got {text!r}")
-    return value
+def _typed(parse):
+    """An argparse type from a config field's parser: its ValueError as argparse's one line."""
 
+    def typed(text: str):
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
 
-def _seed(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def _finite(text: str, minimum: float = 0.0, strict: bool = True) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-        bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
-        raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _finite(text)
-
-
-def _ratio(text: str) -> float:
-    value = _finite(text, strict=False)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a ratio in [0, 1), got {text!r}")
-    return value
-
-
-def _init_std(text: str) -> float | str:
-    return text if text in ("he", "xavier") else _finite(text)
-
-
-def _hidden_sizes(text: str) -> tuple[int, ...]:
-    try:
-        sizes = tuple(int(h) for h in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected widths like 50 or 100,100, got {text!r}"
-        ) from None
-    if any(h <= 0 for h in sizes):
-        raise argparse.ArgumentTypeError(f"hidden sizes must be positive, got {text!r}")
-    return sizes
+    typed.__name__ = getattr(parse, "__name__", "value")
+    return typed
 
 
 def _checkpoint_every(text: str) -> int | float:
-    if text.endswith("s"):
-        return _finite(text[:-1])
-    return _positive_int(text)
-
-
-# The flags that define a run, as TrainConfig fields (--resume compares them to the run's).
-_RUN_FLAGS = {
-    "model": "--model",
-    "data": "--data",
-    "iters": "--iters",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "optimizer": "--optimizer",
-    "lr": "--lr",
-    "hidden": "--hidden",
-    "activation": "--activation",
-    "weight_init_std": "--weight-init-std",
-    "batch_norm": "--batch-norm",
-    "dropout": "--dropout",
-    "weight_decay": "--weight-decay",
-    "grad": "--grad",
-    "seed": "--seed",
-    "seeds": "--seeds",
-    "shared_batches": "--shared-batches",
-    "eval_every": "--eval-every",
-    "devices": "--devices",
-    "mesh_axes": "--mesh-axes",
-}
+    return float(text[:-1]) if text.endswith("s") else int(text)
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    from funcbp.config import MESH_AXES, OPTIMIZERS, RECIPES, TRAIN_GRADIENTS
-    from funcbp.zoo import ACTIVATIONS
+    import dataclasses
+
+    from funcbp.config import TrainConfig
 
     p.argument_default = argparse.SUPPRESS  # what was not given stays out of args
-    run = p.add_argument_group("the run (fixed once it starts; --resume refuses changes)")
-    run.add_argument("--model", choices=list(RECIPES), help="default two-layer")
-    run.add_argument(
-        "--data",
-        help="mnist-5k (bundled, default), mnist (IDX files in $FUNCBP_DATA_DIR or the "
-        "cache, downloaded if missing) or a folder holding the four IDX files",
-    )
-    length = run.add_mutually_exclusive_group()
-    length.add_argument("--iters", type=_positive_int, help="iterations (default: the recipe)")
-    length.add_argument("--epochs", type=_positive_float, help="epochs, instead of --iters")
-    run.add_argument("--batch-size", type=_positive_int, help="default 100")
-    run.add_argument("--optimizer", choices=list(OPTIMIZERS), help="default: the recipe's")
-    run.add_argument("--lr", type=_positive_float, help="default: the recipe's or the book's")
-    run.add_argument("--hidden", type=_hidden_sizes, help="MLPs: widths, e.g. 50 or 100,100")
-    run.add_argument("--activation", choices=ACTIVATIONS, help="MLPs: default relu")
-    run.add_argument("--weight-init-std", type=_init_std, help="a number, he or xavier")
-    run.add_argument("--batch-norm", action="store_true", help="multi-layer: batch norm")
-    run.add_argument("--dropout", type=_ratio, metavar="RATE", help="multi-layer: dropout ratio")
-    run.add_argument(
-        "--weight-decay",
-        type=_finite_nonnegative,
-        metavar="LAMBDA",
-        help="multi-layer: L2 weight decay",
-    )
-    run.add_argument("--grad", choices=TRAIN_GRADIENTS, help="default manual")
-    run.add_argument("--seed", type=_seed, help="default 0")
-    run.add_argument(
-        "--seeds",
-        type=_positive_int,
-        metavar="K",
-        help="train K models in one program, seeds seed..seed+K-1",
-    )
-    run.add_argument(
-        "--shared-batches",
-        action="store_true",
-        help="with --seeds: all K models see the first seed's minibatches",
-    )
-    how = p.add_argument_group("how it runs (--resume honours changes)")
-    how.add_argument(
-        "--eval-every",
-        type=_positive_int,
-        help="iterations between evaluations (default: an epoch)",
-    )
-    how.add_argument(
-        "--devices",
-        type=_positive_int,
-        help="data-parallel over N devices (default: as many as divide the batch)",
-    )
-    how.add_argument("--mesh-axes", choices=MESH_AXES, help="the mesh's axis type (explicit)")
+    groups = {
+        False: p.add_argument_group("the run (fixed once it starts; --resume refuses changes)"),
+        True: p.add_argument_group("how it runs (--resume honours changes)"),
+    }
+    # One flag per config field, its help and parser from the field's metadata.
+    for f in dataclasses.fields(TrainConfig):
+        meta, flag = f.metadata, "--" + f.name.replace("_", "-")
+        group = groups[bool(meta.get("resumable"))]
+        default = "" if f.default is None or f.default is False else f" (default {f.default})"
+        if meta["parse"] is None:
+            group.add_argument(flag, action="store_true", help=meta["help"])
+        else:
+            group.add_argument(flag, type=_typed(meta["parse"]), help=meta["help"] + default)
+    how = groups[True]
     how.add_argument("--out", help="run folder (default: a new runs/<date>-<time>-<id>)")
     how.add_argument(
         "--overwrite", action="store_true", help="replace the run files in a non-empty --out"
@@ -264,13 +163,13 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     how.add_argument("--resume", metavar="DIR", help="continue the checkpointed run in DIR")
     how.add_argument(
         "--checkpoint-every",
-        type=_checkpoint_every,
+        type=_typed(_checkpoint_every),
         metavar="N|Ns",
         help="checkpoint every N iterations, or every N seconds (default 60s)",
     )
     how.add_argument(
         "--log-every",
-        type=_positive_int,
+        type=_typed(int),
         metavar="N",
         help="iterations between log lines (default: a tenth of the run)",
     )
@@ -279,28 +178,29 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--coordinator", metavar="HOST:PORT", help="multi-process: process 0's address"
     )
     how.add_argument(
-        "--num-processes", type=_positive_int, metavar="N", help="multi-process: how many"
+        "--num-processes", type=_typed(int), metavar="N", help="multi-process: how many"
     )
-    how.add_argument("--process-id", type=int, metavar="I", help="multi-process: this one, 0..N-1")
+    how.add_argument("--process-id", type=_typed(int), metavar="I", help="multi-process: this one")
     p.set_defaults(run=_run_train)
 
 
-def _finite_nonnegative(text: str) -> float:
-    return _finite(text, strict=False)
+def _run_train(args, stop) -> int:
+    import dataclasses
 
-
-def _run_train(args) -> int:
     from funcbp import runs
     from funcbp.config import TrainConfig
     from funcbp.distributed import initialize
     from funcbp.train import Diverged, Interrupted, fit, resume
 
-    given = {name: getattr(args, name) for name in _RUN_FLAGS if hasattr(args, name)}
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    given = {name: getattr(args, name) for name in fields if hasattr(args, name)}
+    quiet = getattr(args, "quiet", False)
     options = {
         "checkpoint_every": getattr(args, "checkpoint_every", None),
         "log_every": getattr(args, "log_every", None),
-        "progress": not getattr(args, "quiet", False),
-        "log": (lambda line: None) if getattr(args, "quiet", False) else print,
+        "progress": not quiet,
+        "log": (lambda line: None) if quiet else print,
+        "stop": stop,
     }
     if hasattr(args, "resume"):
         for flag in ("out", "overwrite"):
@@ -325,36 +225,40 @@ def _run_train(args) -> int:
     except Diverged as e:
         print(f"funcbp train: error: {e}", file=sys.stderr)
         return 1
-    metrics = result.metrics
-    final, timing = metrics["final"], metrics["timing"]
+    print(_final_line(result.metrics, out))
+    return 0
+
+
+def _final_line(metrics: dict, out) -> str:
+    from funcbp import summary
+
+    timing, sweep = metrics["timing"], metrics.get("sweep")
     rate = f"{timing['iters_per_s']:,.0f} it/s" if timing["iters_per_s"] else "no training"
     seconds = (
         f"{rate} while training (compile {timing['compile_s']:.1f} s, "
         f"evaluation {timing['eval_s']:.1f} s)"
     )
-    if metrics["config"]["seeds"] == 1:
-        accs = f"train acc {final['train_acc']:.4f}, test acc {final['test_acc']:.4f}"
-    else:
-        accs = (
-            f"{metrics['config']['seeds']} models: train acc {final['train_acc']['mean']:.4f}"
-            f", test acc {final['test_acc']['mean']:.4f} ± {final['test_acc']['std']:.4f}"
-        )
-    print(f"final: {accs}; {seconds}; wrote {out}")
-    return 0
+    accs = summary.lines(metrics["models"], metrics["run"]["varying"], "")[-1]
+    if sweep and sweep["ranking"]:
+        best = sweep["configurations"][sweep["ranking"][0]]
+        values = ", ".join(f"{k} {v:.4g}" for k, v in best["values"].items())
+        accs += f"; best: {values} (val acc {best['val_acc']['mean']:.4f})"
+    return f"final: {accs}; {seconds}; wrote {out}"
 
 
 def _add_evaluate(p: argparse.ArgumentParser) -> None:
-    from funcbp.config import RECIPES
+    from funcbp.zoo import MODELS
 
     p.add_argument("run_dir", metavar="RUN_DIR", nargs="?", help="a funcbp train run folder")
     p.add_argument("--params", metavar="FILE", help="a .npz or .pkl of params, instead of a run")
-    p.add_argument("--model", choices=list(RECIPES), help="the model of --params")
+    p.add_argument("--model", help=f"the model of --params: {', '.join(MODELS)}")
     p.add_argument("--data", help="evaluate on other data (default: the run's, or mnist-5k)")
     p.add_argument("--json", metavar="PATH", help="write the result as JSON to PATH, or -")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
+    from funcbp import summary
     from funcbp.runs import evaluate_params, evaluate_run
 
     if (args.run_dir is None) == (args.params is None):
@@ -368,20 +272,7 @@ def _run_evaluate(args) -> int:
     else:
         result = evaluate_run(args.run_dir, args.data)
     where = args.run_dir or args.params
-    if "models" in result:
-        lines = [
-            f"seed {m['seed']}: train acc {m['train_acc']:.4f}, test acc {m['test_acc']:.4f}"
-            for m in result["models"]
-        ]
-        train, test = result["train_acc"], result["test_acc"]
-        lines.append(
-            f"{where}: {len(result['models'])} models: "
-            f"train acc {train['mean']:.4f} ± {train['std']:.4f}, "
-            f"test acc {test['mean']:.4f} ± {test['std']:.4f}"
-        )
-        text = "\n".join(lines)
-    else:
-        text = f"{where}: train acc {result['train_acc']:.4f}, test acc {result['test_acc']:.4f}"
+    text = "\n".join(summary.lines(result["models"], result["varying"], where))
     _emit(result, args.json, text)
     return 0
 
@@ -393,7 +284,7 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
     from funcbp.bench import MODELS
 
     p.add_argument(
-        "--model", choices=list(MODELS), default="two-layer", help="the network (default two-layer)"
+        "--model", default="two-layer", help=f"the network: {', '.join(MODELS)} (default two-layer)"
     )
     steps = ", ".join(f"{k} {m.steps} ({m.quick_steps} with --quick)" for k, m in MODELS.items())
     p.add_argument("--steps", type=int, help=f"SGD steps per run (default: {steps})")
@@ -415,19 +306,11 @@ def _add_bench(p: argparse.ArgumentParser) -> None:
 def _run_bench(args) -> int:
     from pathlib import Path
 
-    from funcbp.bench import MODELS, format_table, plot_bench, run_bench
+    from funcbp.bench import format_table, plot_bench, run_bench, settings
     from funcbp.io import check_writable
 
-    model = MODELS[args.model]
-    steps = (model.quick_steps if args.quick else model.steps) if args.steps is None else args.steps
-    if steps <= 0:
-        raise UsageError(f"--steps must be > 0, got {steps}")
-    if args.rounds <= 0:
-        raise UsageError(f"--rounds must be > 0, got {args.rounds}")
-    if args.seeds <= 0:
-        raise UsageError(f"--seeds must be > 0, got {args.seeds}")
-
-    # Every output place is checked before the minutes of timing, not after.
+    # Every setting and output place is checked before the minutes of timing, not after.
+    steps = settings(args.model, args.steps, args.rounds, args.seeds, args.quick)
     for dest, what in ((args.out, "--out"), (args.plot, "--plot"), (args.json, "--json")):
         if dest and dest != "-":
             check_writable(dest if what == "--out" else Path(dest).parent, what)
@@ -439,7 +322,7 @@ def _run_bench(args) -> int:
         args.rounds,
         model=args.model,
         seed=args.seed,
-        quick_roofline=args.quick,
+        quick=args.quick,
         torch=not args.no_torch,
         seeds=args.seeds,
         log=log,
@@ -672,11 +555,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the ``funcbp`` command line; returns the exit status."""
+    """Runs the ``funcbp`` command line; returns the exit status.
+
+    For ``funcbp train``, SIGINT and SIGTERM are handled from the first line,
+    before JAX is imported: the command runs in a worker thread while this one
+    waits and answers them (:func:`funcbp.stopping.supervise`). The other
+    commands run here and handle signals themselves.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] != ["train"]:
+        return _command(argv)
+    stop = Stop()
+    restore = stop.install()
+    try:
+        return supervise(lambda: _command(argv, stop), stop, prefix="funcbp train")
+    finally:
+        restore()
+
+
+def _command(argv: list[str], stop: Stop | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.run(args, stop) if args.command == "train" else args.run(args)
     except (UsageError, ValueError, OSError) as e:
         # DataError is a ValueError; bad values from the layers and config are too.
         if os.environ.get("FUNCBP_DEBUG"):

@@ -40,7 +40,7 @@ import numpy as np
 from jax import Array
 from jax.typing import ArrayLike, DTypeLike
 
-from funcbp import layers, norm, reference
+from funcbp import evaluation, layers, norm, reference
 from funcbp.gradcheck import numerical_gradient
 
 __all__ = [
@@ -243,6 +243,8 @@ class Network:
 
     def __post_init__(self):
         _init_std(self.weight_init_std, 1)  # refuses a bad value now, not at init
+        if isinstance(self.weight_decay, jax.core.Tracer):
+            return  # one model's lambda in a sweep: a value, checked where it was concrete
         if not (isinstance(self.weight_decay, int | float) and 0 <= self.weight_decay < math.inf):
             raise ValueError(
                 f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
@@ -260,6 +262,11 @@ class Network:
         return (
             f"Network({self.name!r}, input (N, {', '.join(map(str, self.input_shape))})):\n{body}"
         )
+
+    @property
+    def decays(self) -> bool:
+        """Whether the loss has the weight-decay term: a nonzero or a traced lambda."""
+        return isinstance(self.weight_decay, jax.core.Tracer) or bool(self.weight_decay)
 
     @property
     def last_layer(self) -> Layer:
@@ -452,26 +459,22 @@ class Network:
         last = self.last_layer
         with jax.named_scope(last.name):
             loss = (last.twin if twins else last.fn)(scores, t)
-        if self.weight_decay:
+        if self.decays:
             loss = loss + self.decay_loss(params, twins=twins)
         return (loss, new_state) if train else loss
 
     def decay_loss(self, params: Params, *, twins: bool = False) -> Array:
         """The book's ``0.5 * lambda * sum(W**2)`` over the weights; 0 without weight decay."""
-        if not self.weight_decay:
+        if not self.decays:
             return jnp.zeros((), jnp.result_type(*params.values()))
         fn = reference.weight_decay if twins else norm.weight_decay
         with jax.named_scope("WeightDecay"):
-            return fn(tuple(params[w] for w in self.weights), float(self.weight_decay))
+            return fn(tuple(params[w] for w in self.weights), self.weight_decay)
 
     def accuracy(self, params: Params, x: ArrayLike, t: ArrayLike, state: State | None = None,
                  *, compute_dtype: DTypeLike | None = None):  # fmt: skip
         """The fraction of rows whose highest score (eval mode) is the label."""
-        t = jnp.asarray(t)
-        if t.ndim == 2:
-            t = jnp.argmax(t, axis=1)
-        predicted = jnp.argmax(self.predict(params, x, state, compute_dtype=compute_dtype), axis=1)
-        return jnp.mean(predicted == t.astype(predicted.dtype))
+        return evaluation.accuracy(self, params, x, t, state, compute_dtype=compute_dtype)
 
     # --- gradients --------------------------------------------------------------
 
@@ -532,7 +535,7 @@ class Network:
         dout, _ = self.last_layer.fn.bwd("mean", residuals, jnp.ones_like(loss))
 
         grads = {}
-        if self.weight_decay:
+        if self.decays:
             weights = tuple(params[w] for w in self.weights)
             decay, residuals = norm.weight_decay.fwd(weights, self.weight_decay)
             dweights, _ = norm.weight_decay.bwd(residuals, jnp.ones_like(decay))

@@ -1,4 +1,4 @@
-"""The pure, jitted pieces of training: the minibatch draw, one step, chunks of steps.
+"""The pure, jitted pieces of training: the init, the minibatch draw, one step, chunks of steps.
 
 A chunk runs ``length`` steps in one ``lax.scan``. Step ``i`` draws its
 minibatch with ``fold_in(data_key, i)`` and its dropout masks with
@@ -14,6 +14,13 @@ Chunks vary along two independent lines, both arguments of :func:`make_chunk`:
 - how many models: one; K with their own minibatch streams; or K sharing one
   stream (``shared``), whose first Affine layers then run as one wide matmul.
 
+K models share an architecture and differ in their values: each model's
+learning rate and optimizer options live in its optimizer state (optax's
+``inject_hyperparams``), its weight_init_std scales its initial weights, and
+the values of the loss that differ between models (weight decay's lambda,
+dropout's rate) are traced: the step builds each model's network from them
+(``build(values)``). Values that all models share are part of the network.
+
 With their own batches, up to :data:`UNROLL_MAX` models run as K copies of the
 step in one scan body, which XLA's CPU runtime overlaps, where ``vmap`` turns
 the matmuls into slower batched dots; more models use ``vmap``, which compiles
@@ -26,11 +33,12 @@ model under ``vmap``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from funcbp import layers
@@ -41,9 +49,9 @@ __all__ = [
     "RunKeys",
     "TrainState",
     "chunk_indices",
+    "init_params",
     "init_train_state",
     "make_chunk",
-    "make_evaluate",
     "make_step",
     "minibatch_indices",
     "run_keys",
@@ -51,6 +59,9 @@ __all__ = [
 
 # Own batches: up to this many models are unrolled in the scan body, more are vmapped.
 UNROLL_MAX = 16
+
+Build = Callable[[Mapping[str, Any]], Network]
+"""``build(values) -> Network``: one model's network from its traced loss values."""
 
 
 class TrainState(NamedTuple):
@@ -80,23 +91,70 @@ def run_keys(seed: int, models: int = 1) -> RunKeys:
     return RunKeys(*(jnp.stack([k[i] for k in keys]) for i in range(3)))
 
 
+def init_params(net: Network, init_keys: jax.Array, stds: Sequence[float | str]) -> Params:
+    """(K, ...) params: model j drawn from ``init_keys[j]`` with weight_init_std ``stds[j]``.
+
+    A number scales weights drawn with std 1 (exactly ``net.init`` with that
+    std, and one compiled init for any number of stds); ``"he"`` and
+    ``"xavier"`` are drawn by ``net.init`` itself.
+    """
+    groups: dict[Any, list[int]] = {}
+    for j, std in enumerate(stds):
+        groups.setdefault(std if isinstance(std, str) else 1.0, []).append(j)
+    parts, order = [], []
+    for std, models in groups.items():
+        keys = init_keys[np.asarray(models)]
+        parts.append(jax.vmap(lambda k, std=std: net.init(k, weight_init_std=std))(keys))
+        order += models
+    inverse = np.argsort(order)
+    params = jax.tree.map(lambda *a: jnp.concatenate(a)[inverse], *parts)
+    scale = np.array([1.0 if isinstance(s, str) else s for s in stds], np.float32)
+    weights = set(net.weights)
+    return {
+        k: v * jnp.asarray(scale, v.dtype).reshape(-1, *(1,) * (v.ndim - 1)) if k in weights else v
+        for k, v in params.items()
+    }
+
+
 def init_train_state(
     net: Network,
     opt: optax.GradientTransformation,
     keys: RunKeys,
     *,
     models: int = 1,
-    dtype=jnp.float32,
+    stds: Sequence[float | str] | None = None,
+    hyperparams: Mapping[str, Sequence[float]] | None = None,
 ) -> TrainState:
-    """The state before step 0; every leaf stacked on a leading (K,) axis for K models."""
+    """The state before step 0; every leaf stacked on a leading (K,) axis for K models.
 
-    def one(init_key):
-        params = net.init(init_key, dtype=dtype)
-        return TrainState(params, opt.init(params), net.init_state(dtype))
+    Args:
+        net, opt: the network and an optimizer made by ``inject_hyperparams``.
+        keys: the run's keys, (K,) for K models.
+        models: K.
+        stds: each model's weight_init_std (default: the network's).
+        hyperparams: each model's optimizer values by their name in the
+            optimizer's state (``learning_rate``, ``momentum``, ...); default
+            the optimizer's own.
+    """
+    stds = [net.weight_init_std] * models if stds is None else list(stds)
+    init_keys = keys.init[None] if models == 1 else keys.init
+    params = init_params(net, init_keys, stds)
+    opt_state = jax.vmap(opt.init)(params)
+    if hyperparams:
+        opt_state = _with_hyperparams(opt_state, hyperparams)
+    layer_state = jax.vmap(lambda _: net.init_state())(jnp.arange(models))
+    state = TrainState(params, opt_state, layer_state)
+    return jax.tree.map(lambda a: a[0], state) if models == 1 else state
 
-    if models == 1:
-        return one(keys.init)
-    return _stack([one(keys.init[j]) for j in range(models)])
+
+def _with_hyperparams(opt_state, values: Mapping[str, Sequence[float]]):
+    """``opt_state`` with its (K,) hyperparams set to ``values``, in their own dtypes."""
+    current = opt_state.hyperparams
+    unknown = sorted(set(values) - set(current))
+    if unknown:
+        raise ValueError(f"the optimizer has no hyperparameters {', '.join(unknown)}")
+    new = {k: jnp.asarray(np.asarray(v), current[k].dtype) for k, v in values.items()}
+    return opt_state._replace(hyperparams={**current, **new})
 
 
 def minibatch_indices(
@@ -126,16 +184,20 @@ def chunk_indices(
     return jnp.moveaxis(idx, 0, 1)
 
 
-def make_step(net: Network, opt: optax.GradientTransformation, grad: str):
-    """``step(state, xb, tb, key) -> (state, loss)``: one update on one minibatch.
+def make_step(build: Build, opt: optax.GradientTransformation, grad: str, compute_dtype=None):
+    """``step(state, xb, tb, key, values) -> (state, loss)``: one update on one minibatch.
 
-    ``grad`` is one of the network's gradient methods; ``key`` feeds dropout.
+    ``build(values)`` is the model's network; ``grad`` one of its gradient
+    methods; ``key`` feeds dropout. The layers run in ``compute_dtype`` (None:
+    the params' dtype); the gradients and the update are in the params' dtype.
     """
 
-    def step(state: TrainState, xb, tb, key):
+    def step(state: TrainState, xb, tb, key, values):
+        net = build(values)
         (loss, layer_state), grads = net.value_and_grad(
-            state.params, xb, tb, state.layer_state, key=key, method=grad
-        )
+            state.params, xb, tb, state.layer_state, key=key, method=grad,
+            compute_dtype=compute_dtype,
+        )  # fmt: skip
         updates, opt_state = _update(opt, grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state, layer_state), loss
 
@@ -153,25 +215,29 @@ def _stack(trees: list) -> Any:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
 
 
-def _models_step(net, opt, grad: str, models: int, shared: bool):
+def _models_step(build: Build, opt, grad: str, models: int, shared: bool, compute_dtype):
     """``(step, to_carry, from_carry)`` for one step of every model.
 
-    ``step(carry, xb, tb, keys) -> (carry, losses)``: xb (B, ...) shared or
-    (K, B, ...) own; keys (K,) per model. ``to_carry``/``from_carry`` convert
-    the stacked (K, ...) state to the carry's layout and back.
+    ``step(carry, xb, tb, keys, values) -> (carry, losses)``: xb (B, ...)
+    shared or (K, B, ...) own; keys and values (K,) per model.
+    ``to_carry``/``from_carry`` convert the stacked (K, ...) state to the
+    carry's layout and back.
     """
-    single = make_step(net, opt, grad)
+    single = make_step(build, opt, grad, compute_dtype)
     if models == 1:
         return single, _same, _same
-    if shared and _fusable(net, grad):
-        return _fused_step(net, opt, grad), _to_fused, _from_fused
+    if shared and _fusable(build({}), grad, compute_dtype):
+        return _fused_step(build, opt, grad), _to_fused, _from_fused
     if shared:
-        return jax.vmap(single, in_axes=(0, None, None, 0)), _same, _same
+        return jax.vmap(single, in_axes=(0, None, None, 0, 0)), _same, _same
     if models > UNROLL_MAX:
         return jax.vmap(single), _same, _same
 
-    def unrolled(carry, xb, tb, keys):
-        out = [single(s, xb[j], tb[j], keys[j]) for j, s in enumerate(carry)]
+    def unrolled(carry, xb, tb, keys, values):
+        out = [
+            single(s, xb[j], tb[j], keys[j], jax.tree.map(lambda v, j=j: v[j], values))
+            for j, s in enumerate(carry)
+        ]
         return [s for s, _ in out], jnp.stack([loss for _, loss in out])
 
     def to_carry(states):
@@ -184,9 +250,11 @@ def _same(tree):
     return tree
 
 
-def _fusable(net: Network, grad: str) -> bool:
-    # The explicit sweep calls each layer's own rule, so it cannot fuse layers.
-    return net.layers[0].fn is layers.affine and grad != "backprop"
+def _fusable(net: Network, grad: str, compute_dtype) -> bool:
+    # The explicit sweep calls each layer's own rule, so it cannot fuse layers; the fused
+    # first layer runs in the params' dtype.
+    plain = compute_dtype is None or jnp.dtype(compute_dtype) == jnp.float32
+    return net.layers[0].fn is layers.affine and grad != "backprop" and plain
 
 
 def _is_first_weight(path) -> bool:
@@ -212,28 +280,29 @@ def _from_fused(states):
     return _move_first_weight(states, 1, 0)
 
 
-def _fused_step(net: Network, opt: optax.GradientTransformation, grad: str):
+def _fused_step(build: Build, opt: optax.GradientTransformation, grad: str):
     twins = grad == "autodiff"
-    first = net.layers[0]
+    first = build({}).layers[0]
     w, b = first.params
 
-    def losses(params, layer_state, xb, tb, keys):
+    def losses(params, layer_state, xb, tb, keys, values):
         """(K,) losses and new layer states; params in the fused layout, W1 (D, K, H)."""
         d, k, h = params[w].shape
         wide = {w: params[w].reshape(d, k * h), b: params[b].reshape(k * h)}
         with jax.named_scope(first.name):
             out, _ = first(xb, wide, {}, None, train=True, twin=twins)
 
-        def one_model(out, p, s, key):
-            return net._loss(p, out, tb, s, train=True, key=key, twins=twins, start=1)
+        def one_model(out, p, s, key, v):
+            return build(v)._loss(p, out, tb, s, train=True, key=key, twins=twins, start=1)
 
-        axes = (1, _model_axes(params), 0, 0)
-        return jax.vmap(one_model, in_axes=axes)(out.reshape(-1, k, h), params, layer_state, keys)
+        axes = (1, _model_axes(params), 0, 0, 0)
+        args = (out.reshape(-1, k, h), params, layer_state, keys, values)
+        return jax.vmap(one_model, in_axes=axes)(*args)
 
-    def step(state: TrainState, xb, tb, keys):
+    def step(state: TrainState, xb, tb, keys, values):
         # The models share no params, so the gradient of the sum is each model's own.
         def total(p):
-            per_model, layer_state = losses(p, state.layer_state, xb, tb, keys)
+            per_model, layer_state = losses(p, state.layer_state, xb, tb, keys, values)
             return jnp.sum(per_model), (per_model, layer_state)
 
         (_, (loss, layer_state)), grads = jax.value_and_grad(total, has_aux=True)(state.params)
@@ -250,7 +319,7 @@ def _fused_step(net: Network, opt: optax.GradientTransformation, grad: str):
 
 
 def make_chunk(
-    net: Network,
+    build: Build,
     opt: optax.GradientTransformation,
     grad: str,
     batch_size: int,
@@ -258,27 +327,33 @@ def make_chunk(
     models: int = 1,
     shared: bool = False,
     fed: bool = False,
+    compute_dtype=None,
     jit: bool = True,
 ) -> Callable:
-    """``chunk(state, start, keys, x, t, length) -> (state, losses)``: steps start..start+length-1.
+    """``chunk(state, start, keys, values, x, t, length) -> (state, losses)``: steps
+    start..start+length-1.
 
     Args:
-        net, opt, grad: the model, the optax optimizer and the gradient method.
+        build: ``build(values) -> Network``, one model's network from its
+            traced loss values (those that differ between models; the rest
+            are part of the network it builds).
+        opt, grad: the optax optimizer and the gradient method.
         batch_size: rows per minibatch (per model).
-        models: K; the state's leaves and the keys then have a leading (K,) axis.
+        models: K; the state's leaves, the keys and the values then have a leading (K,) axis.
         shared: the K models draw the minibatches of the first one.
         fed: x and t are the chunk's minibatches, (L, B, ...) or (L, K, B, ...),
             gathered on the host (and sharded over a mesh); otherwise they are
             the whole training set on the device and each step gathers its rows.
+        compute_dtype: the layers' dtype (None: the params'); see :func:`make_step`.
         jit: False gives the plain function.
 
     Returns:
         The chunk, jitted with ``length`` static, so each chunk length
         compiles once. ``losses`` is (L,), or (L, K) for K models.
     """
-    step, to_carry, from_carry = _models_step(net, opt, grad, models, shared)
+    step, to_carry, from_carry = _models_step(build, opt, grad, models, shared, compute_dtype)
 
-    def chunk(state: TrainState, start, keys: RunKeys, x, t, length: int):
+    def chunk(state: TrainState, start, keys: RunKeys, values, x, t, length: int):
         steps = start + jnp.arange(length, dtype=jnp.int32)
         if fed:
             batches = (x, t)
@@ -294,35 +369,9 @@ def make_chunk(
                 noise = jax.random.fold_in(keys.noise, i)
             else:
                 noise = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys.noise, i)
-            return step(carry, xb, tb, noise)
+            return step(carry, xb, tb, noise, values)
 
         carry, losses = jax.lax.scan(body, to_carry(state), (steps, batches))
         return from_carry(carry), losses
 
     return jax.jit(chunk, static_argnames="length") if jit else chunk
-
-
-def make_evaluate(net: Network, *, models: int = 1, batch: int = 500) -> Callable:
-    """``evaluate(params, layer_state, x, t) -> accuracy`` in eval mode, ``batch`` rows at a time.
-
-    Returns a scalar, or (K,) for K stacked models; jitted.
-    """
-
-    def correct(params, layer_state, xb, tb):
-        predicted = jnp.argmax(net.predict(params, xb, layer_state), axis=1)
-        return predicted == tb.astype(predicted.dtype)
-
-    def accuracy(params, layer_state, x, t):
-        n = x.shape[0]
-        pad = -n % batch
-        xs = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
-        ts = jnp.concatenate([t, jnp.full((pad,), -1, t.dtype)]) if pad else t
-        hits = jax.lax.map(
-            lambda b: correct(params, layer_state, *b),
-            (xs.reshape(-1, batch, *x.shape[1:]), ts.reshape(-1, batch)),
-        )
-        return jnp.sum(hits) / n  # padded rows hold label -1: never correct
-
-    if models > 1:
-        accuracy = jax.vmap(accuracy, in_axes=(0, 0, None, None))
-    return jax.jit(accuracy)

@@ -5,6 +5,9 @@
   sizes, ReLU or sigmoid, batch norm, dropout, weight decay.
 - :data:`simple_convnet` / :func:`simple_convnet_net`: SimpleConvNet (ch. 7).
 - :data:`deep_convnet` / :func:`deep_convnet_net`: DeepConvNet (ch. 8).
+- :data:`MODELS`: the registry that ``funcbp train``, ``evaluate`` and
+  ``bench`` read: each model's builder, the book's recipe for it, the options
+  that apply and how to size it from a params file.
 
 Params are named as the book names them (``W1``, ``b1``, ``gamma1``,
 ``beta1``, ...), with the book's shapes (filters (FN, C, FH, FW)), so a dict
@@ -22,17 +25,22 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from funcbp import conv, layers, norm, reference
+from funcbp import _checks, conv, layers, norm, reference
 from funcbp.net import Layer, Network, ParamSpec
 
 __all__ = [
     "ACTIVATIONS",
     "LAYOUTS",
+    "MODELS",
+    "ModelSpec",
+    "Recipe",
+    "build",
     "deep_convnet",
     "deep_convnet_net",
     "network",
@@ -176,7 +184,7 @@ class _Builder:
 
 def _positive_ints(name: str, values: Sequence[int]) -> tuple[int, ...]:
     values = tuple(values)
-    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0 for v in values):
+    if not values or not all(_checks.is_int(v) and v > 0 for v in values):
         raise ValueError(f"{name} must be positive integers, got {values!r}")
     return values
 
@@ -224,7 +232,8 @@ def network(
             (params ``gamma{i}``, ``beta{i}``; state ``running_mean{i}``,
             ``running_var{i}``; momentum 0.9, eps 1e-6).
         dropout: the book's (non-inverted) dropout after each activation, with
-            this ratio; 0 for none.
+            this ratio; 0 for none. A traced scalar (one model of a sweep)
+            always adds the layers.
         weight_decay: lambda of the L2 term ``0.5 * lambda * sum(W**2)``.
         weight_init_std: a number, ``"he"`` or ``"xavier"``; by default He for
             ReLU and Xavier for sigmoid, as the book recommends.
@@ -235,20 +244,20 @@ def network(
     input_size, output_size = _positive_ints(
         "input_size and output_size", (input_size, output_size)
     )
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-    if not isinstance(batch_norm, bool):
-        raise ValueError(f"batch_norm must be True or False, got {batch_norm!r}")
-    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a ratio in [0, 1), got {dropout!r}")
+    _checks.one_of("activation", activation, ACTIVATIONS)
+    _checks.boolean("batch_norm", batch_norm)
+    if _checks.is_number(dropout):
+        _checks.ratio("dropout", dropout)
     b = _Builder("multi-layer", (input_size,))
     for size in hidden_sizes:
         b.affine(size)
         if batch_norm:
             b.batch_norm()
         b.activation(activation)
-        if dropout:
-            b.dropout(float(dropout))
+        if not (
+            _checks.is_number(dropout) and dropout == 0
+        ):  # a traced rate (a sweep): layers always
+            b.dropout(float(dropout) if _checks.is_number(dropout) else dropout)
     b.affine(output_size)
     if weight_init_std is None:
         weight_init_std = "he" if activation == "relu" else "xavier"
@@ -338,6 +347,130 @@ deep_convnet = deep_convnet_net()
 """The book's DeepConvNet (ch. 8): 6 convolutions, He init, dropout 0.5."""
 
 
+# --- the registry -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the book trains a model: its script's optimizer, rate and length."""
+
+    optimizer: str
+    lr: float
+    iters: int | None = None
+    epochs: float | None = None
+    eval_samples: int | None = None  # None: evaluate on every example
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of :data:`MODELS`.
+
+    Attributes:
+        build: ``build(**options) -> Network``, the options named as ``funcbp
+            train``'s flags (``hidden``, ``weight_init_std``, ...).
+        recipe: the book's training script for it.
+        options: the options that apply, with the book's values; an option
+            left out does not apply to this model.
+        from_params: the network at the sizes of a params dict (e.g. weights
+            the book saved).
+    """
+
+    build: Callable[..., Network]
+    recipe: Recipe
+    options: Mapping[str, Any]
+    from_params: Callable[[Mapping[str, Any]], Network]
+
+
+def _two_layer(hidden: Sequence[int], weight_init_std: float | str) -> Network:
+    hidden = tuple(hidden)
+    if len(hidden) != 1:
+        raise ValueError(
+            "hidden must be one width for two-layer (use model multi-layer for more), "
+            f"got {','.join(map(str, hidden))}"
+        )
+    return two_layer_net(hidden_size=hidden[0], weight_init_std=weight_init_std)
+
+
+def _weight_shapes(model: str, params: Mapping[str, Any]) -> list[tuple[int, ...]]:
+    shapes = []  # W1, W2, ... as long as they go
+    while f"W{len(shapes) + 1}" in params:
+        shapes.append(np.shape(params[f"W{len(shapes) + 1}"]))
+    if len(shapes) < 2 or any(len(shape) != 2 for shape in shapes):
+        raise ValueError(f"params must hold 2-D weights W1, W2, ... for {model}, got {shapes}")
+    return shapes
+
+
+def _two_layer_from(params: Mapping[str, Any]) -> Network:
+    (d, h), (_, c) = _weight_shapes("two-layer", params)[:2]
+    return two_layer_net(d, h, c)
+
+
+def _multi_layer_from(params: Mapping[str, Any]) -> Network:
+    shapes = _weight_shapes("multi-layer", params)
+    widths = [shape[1] for shape in shapes]
+    batch_norm = "gamma1" in params
+    return network(
+        widths[:-1], batch_norm=batch_norm, input_size=shapes[0][0], output_size=widths[-1]
+    )
+
+
+MODELS: dict[str, ModelSpec] = {
+    # train_neuralnet.py: SGD 0.1, batch 100, 10,000 iterations.
+    "two-layer": ModelSpec(
+        _two_layer,
+        Recipe("sgd", 0.1, iters=10_000),
+        {"hidden": (50,), "weight_init_std": 0.01},
+        _two_layer_from,
+    ),
+    # The book has no one script for MultiLayerNetExtend; its conv nets' recipe.
+    "multi-layer": ModelSpec(
+        lambda hidden, **options: network(hidden, **options),
+        Recipe("adam", 0.001, epochs=20),
+        {
+            "hidden": (100, 100, 100, 100),
+            "activation": "relu",
+            "batch_norm": False,
+            "dropout": 0.0,
+            "weight_decay": 0.0,
+            "weight_init_std": None,  # He for ReLU, Xavier for sigmoid
+        },
+        _multi_layer_from,
+    ),
+    # train_convnet.py and train_deepnet.py: Adam 0.001, 20 epochs, batch 100, and
+    # the Trainer's 1000 examples per evaluation (the final one takes them all).
+    "simple-convnet": ModelSpec(
+        simple_convnet_net,
+        Recipe("adam", 0.001, epochs=20, eval_samples=1000),
+        {"weight_init_std": 0.01},
+        lambda params: simple_convnet,
+    ),
+    "deep-convnet": ModelSpec(
+        deep_convnet_net,
+        Recipe("adam", 0.001, epochs=20, eval_samples=1000),
+        {"weight_init_std": "he"},
+        lambda params: deep_convnet,
+    ),
+}
+"""The models ``funcbp train --model`` knows; a new network is one entry here."""
+
+
+def spec(model: str) -> ModelSpec:
+    """``MODELS[model]``, or a ValueError naming the models there are."""
+    return MODELS[_checks.one_of("model", model, MODELS)]
+
+
+def build(model: str, options: Mapping[str, Any] | None = None) -> Network:
+    """The network ``model`` with ``options`` (the rest the book's); refuses an option that
+    does not apply to it, naming the models it applies to."""
+    entry = spec(model)
+    options = dict(options or {})
+    for name in options:
+        if name not in entry.options:
+            owners = [m for m, s in MODELS.items() if name in s.options]
+            raise ValueError(f"{name} applies to {' and '.join(owners)}, not {model}")
+    return entry.build(**{**entry.options, **options})
+
+
 def network_for(model: str, params: Mapping[str, Any]) -> Network:
     """The network named ``model`` at the sizes of ``params``, e.g. weights the book saved.
 
@@ -347,29 +480,7 @@ def network_for(model: str, params: Mapping[str, Any]) -> Network:
     Raises:
         ValueError: an unknown model, or params that do not fit it, naming the entry.
     """
-    if model == "simple-convnet":
-        net = simple_convnet
-    elif model == "deep-convnet":
-        net = deep_convnet
-    elif model in ("two-layer", "multi-layer"):
-        shapes = []  # W1, W2, ... as long as they go
-        while f"W{len(shapes) + 1}" in params:
-            shapes.append(np.shape(params[f"W{len(shapes) + 1}"]))
-        if len(shapes) < 2 or any(len(shape) != 2 for shape in shapes):
-            raise ValueError(f"params must hold 2-D weights W1, W2, ... for {model}, got {shapes}")
-        widths = [shape[1] for shape in shapes]
-        if model == "two-layer":
-            net = two_layer_net(shapes[0][0], widths[0], widths[-1])
-        else:
-            net = network(
-                widths[:-1],
-                batch_norm="gamma1" in params,
-                input_size=shapes[0][0],
-                output_size=widths[-1],
-            )
-    else:
-        names = ", ".join(("two-layer", "multi-layer", "simple-convnet", "deep-convnet"))
-        raise ValueError(f"model must be one of {names}, got {model!r}")
+    net = spec(model).from_params(params)
     weights, state = net.split(dict(params))
     net.check_params(weights, state if net.state_specs else None)
     return net

@@ -133,9 +133,10 @@ def test_table_and_json_to_stdout_write_only_what_is_asked_for(
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--steps", "0"], "--steps must be > 0, got 0"),
-        (["--rounds", "-1"], "--rounds must be > 0, got -1"),
-        (["--seeds", "0"], "--seeds must be > 0, got 0"),
+        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+        (["--rounds", "-1"], "rounds must be an integer >= 1, got -1"),
+        (["--seeds", "0"], "seeds must be an integer >= 1, got 0"),
+        (["--model", "deep-convnet"], "model must be one of two-layer, simple-convnet"),
         (["--plot", "/sys/nope/b.png"], "--plot /sys/nope is not writable"),
     ],
 )

@@ -163,29 +163,39 @@ def _idx_folder(folder, train_shape=(28, 28), test_shape=(28, 28)):
 
 
 BAD_TRAIN = [
-    (["--lr", "0"], "argument --lr: expected a finite number > 0, got '0'"),
-    (["--lr", "-0.5"], "argument --lr: expected a finite number > 0"),
-    (["--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
-    (["--lr=nan"], "argument --lr: expected a finite number > 0, got 'nan'"),
-    (["--weight-init-std", "inf"], "argument --weight-init-std: expected a finite number"),
-    (["--batch-size", "0"], "argument --batch-size: expected an integer > 0, got '0'"),
+    (["--lr", "0"], "lr must be a finite number > 0, got 0.0"),
+    (["--lr", "-0.5"], "lr must be a finite number > 0"),
+    (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
+    (["--lr=nan"], "lr must be a finite number > 0, got nan"),
+    (["--lr", "fast"], "argument --lr: expected a number, got 'fast'"),
+    (["--lr", "log:1e-6"], "argument --lr: expected log:LOW:HIGH or uniform:LOW:HIGH"),
+    (["--weight-init-std", "inf"], "weight_init_std must be a positive finite number"),
+    (["--batch-size", "0"], "batch_size must be an integer >= 1, got 0"),
+    (["--batch-size", "x"], "argument --batch-size: expected an integer, got 'x'"),
     (["--batch-size", "4001"], "batch_size must be at most the training set's size 4000"),
-    (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
-    (["--hidden", "0"], "argument --hidden: hidden sizes must be positive"),
+    (["--optimizer", "lbfgs"], "optimizer must be one of sgd, momentum"),
+    (["--model", "two-layer,multi-layer"], "model does not vary within a run"),
+    (["--momentum", "0.5"], "momentum applies to optimizer momentum and nesterov, not sgd"),
+    (["--hidden", "0"], "hidden_size and output_size must be positive integers"),
     (["--hidden", "50,,"], "argument --hidden: expected widths like 50 or 100,100"),
     (["--hidden", "50,50"], "hidden must be one width for two-layer (use model multi-layer"),
     (["--hidden", "50000000"], "the model does not fit: 39,750,000,010 parameters"),
-    (["--dropout", "0.5"], "dropout applies to model multi-layer, not two-layer"),
+    (["--dropout", "0.5"], "dropout applies to multi-layer, not two-layer"),
+    (["--compute-dtype", "float16"], "float16 is refused for the loss and its gradients"),
     (["--data", "/no/such/folder"], "/no/such/folder"),
-    (["--iters", "0"], "argument --iters: expected an integer > 0, got '0'"),
-    (["--iters", "5", "--epochs", "2"], "not allowed with argument --iters"),
-    (["--seeds", "0"], "argument --seeds: expected an integer > 0"),
+    (["--data-size", "5000"], "data_size must be at most the training set's size 4000"),
+    (["--validation", "1.5"], r"validation must be a fraction in (0, 1)"),
+    (["--iters", "0"], "iters must be an integer >= 1, got 0"),
+    (["--iters", "5", "--epochs", "2"], "iters and epochs both set the length"),
+    (["--seeds", "0"], "seeds must be an integer >= 1"),
     (["--seed", "99999999999999999999"], r"seed must be an integer in [0, 4294967295]"),
     (["--seed", "4294967296"], "seed must be an integer in [0, 4294967295], got 4294967296"),
     (["--seed", "-1"], "seed must be an integer in [0, 4294967295], got -1"),
-    (["--shared-batches"], "shared_batches needs seeds > 1"),
-    (["--grad", "numerical"], "argument --grad: invalid choice: 'numerical'"),
-    (["--checkpoint-every", "0"], "argument --checkpoint-every: expected an integer > 0"),
+    (["--shared-batches"], "shared_batches needs several models"),
+    (["--trials", "3", "--lr", "0.1,0.01"], "trials draws each value from a range"),
+    (["--lr", "log:1e-6:1e-2"], "lr is a range (log:LOW:HIGH); trials says how many"),
+    (["--grad", "numerical"], "grad must be one of manual, backprop, autodiff"),
+    (["--checkpoint-every", "0"], "checkpoint_every must be a positive number, got 0"),
 ]
 
 
@@ -342,11 +352,27 @@ def test_damaged_files_are_one_line(hurt, message, finished, tmp_path, capsys):
         _one_line_error(capsys, message)
 
 
-def test_every_train_flag_takes_both_forms():
+def _train_parser():
     parser = _parser()
-    train = next(
+    return parser, next(
         a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train")
     )
+
+
+def test_every_config_field_is_a_train_flag_with_the_fields_help():
+    import dataclasses
+
+    from funcbp.config import TrainConfig
+
+    _, train = _train_parser()
+    flags = {a.option_strings[0]: a for a in train._actions if a.option_strings}
+    for f in dataclasses.fields(TrainConfig):
+        action = flags["--" + f.name.replace("_", "-")]
+        assert action.dest == f.name and action.help.startswith(f.metadata["help"])
+
+
+def test_every_train_flag_takes_both_forms():
+    parser, train = _train_parser()
     samples = {
         "--model": "multi-layer",
         "--data": "mnist-5k",
@@ -356,14 +382,17 @@ def test_every_train_flag_takes_both_forms():
         "--weight-init-std": "he",
         "--grad": "backprop",
         "--mesh-axes": "auto",
+        "--compute-dtype": "bfloat16",
         "--out": "x",
         "--resume": "x",
         "--coordinator": "h:1",
         "--checkpoint-every": "30s",
         "--dropout": "0.5",
+        "--lr": "log:1e-6:1e-2",
+        "--validation": "0.2",
     }
     options = [a for a in train._actions if a.option_strings and a.dest != "help"]
-    assert len(options) >= 28
+    assert len(options) >= 38
     for action in options:
         flag = action.option_strings[0]
         if action.nargs == 0:  # --quiet and the like take no value
@@ -383,7 +412,7 @@ def test_evaluate_a_run_and_a_k_model_run(finished, tmp_path, capsys):
     assert main(["evaluate", str(finished), "--json", "-"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     metrics = json.loads((finished / "metrics.json").read_text())
-    assert evaluated["test_acc"] == pytest.approx(metrics["final"]["test_acc"])
+    assert evaluated["final"]["test_acc"] == pytest.approx(metrics["final"]["test_acc"])
     seeds = tmp_path / "seeds"
     assert main(["train", "--quiet", "--seeds", "2", "--iters", "40", "--out", str(seeds)]) == 0
     capsys.readouterr()
@@ -459,6 +488,85 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(signum, tmp_path):
         np.testing.assert_array_equal(a[k], b[k])
 
 
+# Each sends the signal from a hook inside the phase it names: the import of JAX, the
+# first compile, an evaluation, the final writes. The handlers are in place by then.
+HOOKS = {
+    "import": """
+import builtins
+_import = builtins.__import__
+def hooked(name, *args, **kwargs):
+    if name == "jax" and not SENT:
+        SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _import(name, *args, **kwargs)
+builtins.__import__ = hooked
+""",
+    "compile": """
+import jax
+_compile = jax.stages.Lowered.compile
+def hooked(self, *args, **kwargs):
+    if not SENT:
+        SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _compile(self, *args, **kwargs)
+jax.stages.Lowered.compile = hooked
+""",
+    "evaluation": """
+from funcbp import train
+_row = train.RunEvaluator.row
+def hooked(self, state, i, *args):
+    if i == 40 and not SENT:
+        SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _row(self, state, i, *args)
+train.RunEvaluator.row = hooked
+""",
+    "final writes": """
+from funcbp import runs
+_write = runs.write_run
+def hooked(*args, **kwargs):
+    SENT.append(os.kill(os.getpid(), SIGNUM))
+    return _write(*args, **kwargs)
+runs.write_run = hooked
+""",
+}
+HOOKED_MAIN = """
+import os, signal, sys
+SIGNUM, SENT = signal.{name}, []
+{hook}
+from funcbp.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("phase", "signum"),
+    [
+        ("import", signal.SIGINT),
+        ("compile", signal.SIGTERM),
+        ("evaluation", signal.SIGINT),
+        ("final writes", signal.SIGTERM),
+    ],
+)
+def test_a_signal_in_any_phase_stops_the_run_with_one_line(phase, signum, tmp_path):
+    run = tmp_path / "run"
+    code = HOOKED_MAIN.format(name=signal.Signals(signum).name, hook=HOOKS[phase])
+    argv = ["train", "--iters", "80", "--eval-every", "40", "--quiet", "--out", str(run)]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=ENV, timeout=200
+    )
+    assert proc.returncode == 128 + signum, proc.stderr[-2000:]
+    name = signal.Signals(signum).name
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith(f"funcbp train: stopped by {name}")
+    if phase == "import":  # nothing had started: no folder
+        assert "nothing was written" in proc.stderr and not run.exists()
+    elif phase == "final writes":  # every file is written before the process goes
+        assert "every file is in" in proc.stderr and (run / "metrics.json").is_file()
+    elif run.exists():  # whatever was left is a checkpoint that resumes
+        assert f"resume with funcbp train --resume {run}" in proc.stderr
+        assert main(["train", "--quiet", "--resume", str(run)]) == 0
+    assert not [p for p in (run.iterdir() if run.exists() else []) if p.name.endswith(".tmp")]
+
+
 @pytest.mark.slow
 def test_runs_started_together_with_the_default_out_never_share_a_folder(tmp_path):
     procs = [_start(["--iters", "8", "--quiet"], tmp_path) for _ in range(4)]
@@ -497,14 +605,18 @@ def simple_run(tmp_path_factory):
 @pytest.mark.slow
 def test_a_conv_net_trains_with_its_recipe_and_resumes(simple_run, capsys):
     metrics = json.loads((simple_run / "metrics.json").read_text())
-    config = metrics["config"]
-    assert (config["model"], config["optimizer"], config["lr"]) == ("simple-convnet", "adam", 0.001)
-    assert config["eval_samples"] == 1000 and metrics["history"][-1]["iter"] == 20
+    run = metrics["run"]
+    assert (run["model"], run["optimizer"], run["models"][0]["lr"]) == (
+        "simple-convnet",
+        "adam",
+        0.001,
+    )
+    assert run["eval_samples"] == 1000 and metrics["history"][-1]["iter"] == 20
     with np.load(simple_run / "params.npz") as f:
         assert f["W1"].shape == (30, 1, 5, 5) and f["W2"].shape == (4320, 100)
     assert main(["train", "--quiet", "--resume", str(simple_run), "--iters", "30"]) == 0
     assert main(["train", "--quiet", "--resume", str(simple_run), "--hidden", "60"]) == 2
-    _one_line_error(capsys, "hidden cannot change on resume")
+    _one_line_error(capsys, "hidden applies to two-layer and multi-layer, not simple-convnet")
 
 
 def test_conv_nets_refuse_the_mlp_options(tmp_path, capsys):
@@ -512,7 +624,7 @@ def test_conv_nets_refuse_the_mlp_options(tmp_path, capsys):
     assert main([*argv, "--hidden", "50"]) == 2
     _one_line_error(capsys, "hidden applies to two-layer and multi-layer, not deep-convnet")
     assert main([*argv, "--activation", "sigmoid"]) == 2
-    _one_line_error(capsys, "activation is ReLU in deep-convnet")
+    _one_line_error(capsys, "activation applies to multi-layer, not deep-convnet")
     assert not (tmp_path / "r").exists()
 
 
@@ -528,10 +640,11 @@ def test_evaluate_reads_the_books_pickle_format(simple_run, tmp_path, capsys):
         main(["evaluate", "--model", "simple-convnet", "--params", str(book_file), "--json", "-"])
         == 0
     )
-    from_pickle = json.loads(capsys.readouterr().out)
+    from_pickle = json.loads(capsys.readouterr().out)["final"]
     assert main(["evaluate", str(simple_run), "--json", "-"]) == 0
-    assert from_pickle == pytest.approx(json.loads(capsys.readouterr().out), abs=1e-3)
-    assert set(from_pickle) == {"train_acc", "test_acc"}
+    from_run = json.loads(capsys.readouterr().out)["final"]
+    assert set(from_pickle) == {"train_acc", "train_loss", "test_acc", "test_loss"}
+    assert from_pickle == pytest.approx(from_run, abs=1e-3)
     # The wrong model for the file is one line naming both.
     assert main(["evaluate", "--model", "deep-convnet", "--params", str(book_file)]) == 2
     _one_line_error(capsys, "does not fit deep-convnet: params must hold W1, b1")
@@ -597,11 +710,12 @@ def test_bench_model_flag_picks_the_model_and_its_default_steps(argv, steps, mon
     assert capsys.readouterr().out == f"table of {model}\n"
 
 
-def test_bench_unknown_model_is_argparses_one_line_and_writes_nothing(tmp_path, capsys):
+def test_bench_unknown_model_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert _exit_status(["bench", "--model", "deep-convnet", "--out", str(tmp_path)]) == 2
-    err = _one_line_error(capsys, "argument --model: invalid choice: 'deep-convnet'")
-    assert "two-layer" in err and "simple-convnet" in err
+    _one_line_error(capsys, "model must be one of two-layer, simple-convnet, got 'deep-convnet'")
     assert not list(tmp_path.iterdir())
+    assert _exit_status(["bench", "--steps", "0"]) == 2
+    _one_line_error(capsys, "steps must be an integer >= 1, got 0")
 
 
 def test_bench_checks_every_output_place_before_timing(monkeypatch, tmp_path, capsys):

@@ -149,6 +149,25 @@ def test_k_models_train_on_a_mesh_and_resume_on_another_device_count(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
 
 
+def test_a_sweep_trains_on_a_mesh_as_on_one_device_and_resumes_on_another_count(tmp_path):
+    # Values in the state (lr) and traced into the loss (weight decay), shared batches fused.
+    sweep = ["--model", "multi-layer", "--hidden", "20", "--optimizer", "sgd",
+             "--lr", "0.1,0.01", "--weight-decay", "0,0.01", "--shared-batches",
+             "--eval-every", "20"]  # fmt: skip
+    _cli(*sweep, "--iters", "40", "--devices", "4", "--out", str(tmp_path / "mesh"))
+    _cli(*sweep, "--iters", "60", "--devices", "1", "--out", str(tmp_path / "one"))
+    mesh, one = _metrics(tmp_path / "mesh"), _metrics(tmp_path / "one")
+    assert mesh["devices"] == 4 and len(mesh["models"]) == 4
+    values = [(m["lr"], m["weight_decay"]) for m in mesh["models"]]
+    assert values == [(m["lr"], m["weight_decay"]) for m in one["models"]]
+    for a, b in zip(mesh["history"], one["history"][:2], strict=True):
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-5)
+    _cli("--resume", str(tmp_path / "mesh"), "--devices", "1", "--iters", "60")
+    resumed = _metrics(tmp_path / "mesh")
+    for a, b in zip(resumed["models"], one["models"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+
+
 def test_cli_devices_4_and_1_end_with_the_same_loss(tmp_path):
     losses = {}
     for n in (4, 1):
@@ -163,6 +182,22 @@ def test_cli_devices_4_and_1_end_with_the_same_loss(tmp_path):
         assert metrics["devices"] == n and metrics["processes"] == 1
         losses[n] = metrics["final"]["loss"]
     assert losses[4] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("model", ["simple-convnet", "deep-convnet"])
+def test_conv_nets_train_on_four_devices_as_on_one(model, tmp_path):
+    # JAX's default mesh: jax.make_mesh, Explicit axes.
+    iters = {"simple-convnet": 40, "deep-convnet": 4}[model]
+    common = ["--model", model, "--iters", str(iters), "--eval-every", str(iters // 2)]
+    for n in (4, 1):
+        _cli(*common, "--devices", str(n), "--out", str(tmp_path / f"d{n}"))
+    four, one = _metrics(tmp_path / "d4"), _metrics(tmp_path / "d1")
+    assert (four["devices"], one["devices"]) == (4, 1)
+    for a, b in zip(four["history"], one["history"], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    if model == "simple-convnet":  # a 4-device run continues on 1 device
+        _cli("--resume", str(tmp_path / "d4"), "--devices", "1", "--iters", str(2 * iters))
+        assert _metrics(tmp_path / "d4")["history"][-1]["iter"] == 2 * iters
 
 
 def test_cli_refuses_a_batch_the_devices_cannot_split(tmp_path):

@@ -10,21 +10,33 @@ import numpy as np
 import pytest
 
 from funcbp import runs
-from funcbp.config import TrainConfig
+from funcbp.config import TrainConfig, make_optimizer, resolve
 from funcbp.runs import RunError
 from funcbp.steps import TrainState, init_train_state, run_keys
 
 CONFIG = TrainConfig(iters=50)
+RECORD = {
+    "history": [{"iter": 20}],
+    "chunks": [],
+    "timing": {"train_s": 1.0},
+    "started": "now",
+    "diverged": {},
+}
+
+
+def _state_and_template(config):
+    run = resolve(config, 4000)
+    net, opt = run.network(), make_optimizer(run.optimizer)
+    state = jax.tree.map(np.asarray, init_train_state(net, opt, run_keys(0)))
+    return state, jax.eval_shape(lambda k: init_train_state(net, opt, k), run_keys(0))
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A folder holding the checkpoint of a fresh two-layer state at iteration 20."""
     out = tmp_path_factory.mktemp("run")
-    net, opt = CONFIG.network, CONFIG.optimizer_fn
-    state = jax.tree.map(np.asarray, init_train_state(net, opt, run_keys(0)))
-    runs.save_checkpoint(out, CONFIG, state, 20, [{"iter": 20}], {"train_s": 1.0})
-    template = jax.eval_shape(lambda k: init_train_state(net, opt, k), run_keys(0))
+    state, template = _state_and_template(CONFIG)
+    runs.save_checkpoint(out, CONFIG, state, 20, RECORD, np.ones((3, 1), np.float32))
     return out, state, template
 
 
@@ -39,16 +51,27 @@ def test_checkpoint_round_trip(saved):
     out, state, template = saved
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint-000000020.npz", "checkpoint.json"]
     ckpt = runs.load_checkpoint(out)
-    assert (ckpt.iteration, ckpt.history, ckpt.config) == (20, [{"iter": 20}], CONFIG)
+    assert (ckpt.iteration, ckpt.record, ckpt.config) == (20, RECORD, CONFIG)
+    np.testing.assert_array_equal(ckpt.pending, np.ones((3, 1)))
     restored = runs.restore_state(ckpt, template)
     assert isinstance(restored, TrainState)
     jax.tree.map(np.testing.assert_array_equal, restored, state)
 
 
+def test_the_optimizers_arrays_are_named_by_their_path_in_the_optax_state(tmp_path):
+    config = TrainConfig(iters=50, optimizer="adam")
+    state, _ = _state_and_template(config)
+    runs.save_checkpoint(tmp_path, config, state, 20, RECORD, np.ones((0, 1), np.float32))
+    names = set(runs.load_checkpoint(tmp_path).arrays)
+    assert {"params/W1", "opt_state/count", "opt_state/hyperparams/learning_rate"} <= names
+    assert {"opt_state/hyperparams/beta1", "opt_state/inner_state/0/mu/W1"} <= names
+    assert {"opt_state/inner_state/0/nu/b2", "opt_state/inner_state/0/count"} <= names
+
+
 def test_a_newer_checkpoint_replaces_the_older_arrays(saved, tmp_path):
     out, state, _ = saved
     run = _copy(out, tmp_path / "run")
-    runs.save_checkpoint(run, CONFIG, state, 40, [], {})
+    runs.save_checkpoint(run, CONFIG, state, 40, RECORD, np.ones((0, 1), np.float32))
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint-000000040.npz", "checkpoint.json"]
     assert runs.load_checkpoint(run).iteration == 40
 
@@ -91,7 +114,8 @@ DAMAGE = {
     ),
     "random json": (lambda run: (run / "checkpoint.json").write_bytes(os.urandom(64)), "damaged"),
     "no config": (_edit_json(config=None), "is damaged: it lacks config"),
-    "bad iteration": (_edit_json(iteration=10**9), "iteration 1000000000 is not in 1..50"),
+    "bad iteration": (_edit_json(iteration=0), "iteration 0 is not a positive integer"),
+    "no record": (_edit_json(chunks=None), "is damaged: it lacks chunks"),
     "truncated npz": (_truncate, "does not match the sha256"),
     "random npz": (lambda run: next(run.glob("*.npz")).write_bytes(os.urandom(500)), "sha256"),
     "empty npz": (lambda run: next(run.glob("*.npz")).write_bytes(b""), "sha256"),
@@ -118,8 +142,7 @@ def test_a_hand_edited_config_cannot_resume_with_the_old_arrays(saved, tmp_path)
     run = _copy(out, tmp_path / "run")
     _edit_json(hidden=[60])(run)  # the arrays still hold a 784-50-10 net
     ckpt = runs.load_checkpoint(run)
-    net, opt = ckpt.config.network, ckpt.config.optimizer_fn
-    template = jax.eval_shape(lambda k: init_train_state(net, opt, k), run_keys(0))
+    _, template = _state_and_template(ckpt.config)
     with pytest.raises(RunError, match=r"holds params/W1 as float32\[784, 50\], but the config"):
         runs.restore_state(ckpt, template)
 
@@ -135,7 +158,7 @@ def test_a_checkpoint_that_is_not_a_zip_but_matches_its_hash_is_refused(saved, t
     assert issubclass(zipfile.BadZipFile, Exception)
 
 
-def test_out_is_checked_before_a_run(tmp_path):
+def test_out_is_checked_before_a_run_and_nothing_is_made_until_the_first_checkpoint(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is a file; expected a folder"):
         runs.prepare_out(tmp_path / "file")
@@ -151,9 +174,14 @@ def test_out_is_checked_before_a_run(tmp_path):
     (taken / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match=r"already holds files; .*--overwrite"):
         runs.prepare_out(taken)
-    runs.prepare_out(taken, overwrite=True)  # only funcbp's own files go
+    runs.prepare_out(taken, overwrite=True)  # checked, not yet changed
+    assert len(list(taken.iterdir())) == 3
+    runs.start_out(taken, overwrite=True)  # the first checkpoint: only funcbp's own files go
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
-    assert runs.prepare_out(tmp_path / "new" / "deep").is_dir()
+    assert runs.prepare_out(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
+    assert not (tmp_path / "new").exists()  # checked by writing there, then left as it was
+    runs.start_out(tmp_path / "new" / "deep")
+    assert (tmp_path / "new" / "deep").is_dir()
 
 
 def test_default_folders_never_collide():
@@ -168,10 +196,18 @@ def test_metrics_json_is_strict_json():
     assert "NaN" not in text and "Infinity" not in text
 
 
-def test_curves_of_k_models_show_mean_and_band(tmp_path):
-    history = [
-        {"epoch": e, "train_acc": [0.5, 0.6], "test_acc": [0.4, 0.5], "loss": [1.0, 0.9]}
-        for e in (1, 2, 3)
-    ]
-    runs.plot_curves(tmp_path / "c.png", history, models=2)
-    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_a_saved_run_is_evaluated_model_by_model(tmp_path):
+    config = TrainConfig(iters=50, lr=(0.1, 0.01))
+    run = resolve(config, 4000)
+    net, opt = run.network(), make_optimizer(run.optimizer)
+    state = init_train_state(net, opt, run_keys(0, 2), models=2)
+    metrics = {"config": config.to_dict(), "run": run.to_dict(), "history": []}
+    (tmp_path / "metrics.json").write_text(runs.dumps_json(metrics))
+    np.savez(tmp_path / "params.npz", **state.params)
+    result = runs.evaluate_run(tmp_path)
+    assert result["varying"] == ["seed", "lr"]
+    assert [(m["seed"], m["lr"]) for m in result["models"]] == [(0, 0.1), (1, 0.01)]
+    assert set(result["models"][0]) >= {"train_acc", "train_loss", "test_acc", "test_loss"}
+    assert result["final"]["test_acc"]["mean"] == pytest.approx(
+        np.mean([m["test_acc"] for m in result["models"]])
+    )

@@ -1,16 +1,16 @@
-"""The one training loop: run folders, determinism, resume, signals, divergence, K models."""
+"""The one training loop: run folders, determinism, resume, signals, divergence, sweeps."""
 
+import dataclasses
 import json
 import os
 import signal
-import threading
 
 import chex
 import numpy as np
 import pytest
 
-from funcbp import runs
-from funcbp.config import TrainConfig
+from funcbp import runs, train
+from funcbp.config import Range, TrainConfig
 from funcbp.train import Diverged, Interrupted, fit, resume
 
 pytestmark = pytest.mark.slow  # whole training runs
@@ -27,6 +27,10 @@ def _fit(config, out=None, **kw):
     return fit(config, out, progress=False, log=_quiet, **kw)
 
 
+def _resume(out, changes=None, **kw):
+    return resume(out, changes, progress=False, log=_quiet, **kw)
+
+
 def _params(run_dir):
     with np.load(run_dir / "params.npz") as f:
         return {k: f[k] for k in f.files}
@@ -34,7 +38,7 @@ def _params(run_dir):
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+    out = tmp_path_factory.mktemp("run") / "run"
     return out, _fit(TrainConfig(**QUICK), out).metrics
 
 
@@ -49,23 +53,50 @@ def test_run_folder_holds_metrics_curve_params_and_checkpoint(quick_run):
     ]
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == json.loads(runs.dumps_json(metrics))
-    assert on_disk["config"]["lr"] == 0.1 and on_disk["config"]["hidden"] == [50]
-    assert [h["iter"] for h in on_disk["history"]] == [40, 80, 120]
-    assert [h["epoch"] for h in on_disk["history"]] == [1.0, 2.0, 3.0]
-    assert set(on_disk["final"]) == {"train_acc", "test_acc", "loss"}
+    assert on_disk["config"] == TrainConfig(**QUICK).to_dict()  # what was given, as given
+    assert on_disk["run"]["models"] == [{"seed": 0, "lr": 0.1, "weight_init_std": 0.01}]
+    assert on_disk["run"]["architecture"] == {"hidden": [50]}
+    assert set(on_disk["versions"]) == {"funcbp", "jax", "jaxlib", "optax"}
+    assert on_disk["device"]["count"] == on_disk["devices"] == 1 and on_disk["device"]["kind"]
+    assert on_disk["started"] <= on_disk["finished"]
+    rows = on_disk["history"]
+    assert [h["iter"] for h in rows] == [40, 80, 120]
+    assert [h["epoch"] for h in rows] == [1.0, 2.0, 3.0]
+    assert set(rows[0]) == {
+        "iter",
+        "epoch",
+        "loss",
+        "train_acc",
+        "train_loss",
+        "test_acc",
+        "test_loss",
+    }
+    assert sum(c["loss"] for c in on_disk["chunks"]) / len(on_disk["chunks"]) > 0
+    assert on_disk["chunks"][-1]["iter"] == 120
     assert set(on_disk["timing"]) == {"compile_s", "train_s", "eval_s", "iters_per_s"}
     assert on_disk["timing"]["iters_per_s"] == pytest.approx(120 / on_disk["timing"]["train_s"])
-    assert on_disk["final"]["test_acc"] > 0.5  # 120 SGD steps already learn something
-    assert on_disk["final"]["test_acc"] == on_disk["history"][-1]["test_acc"]
+    final = on_disk["final"]
+    assert final["test_acc"] > 0.5  # 120 SGD steps already learn something
+    assert final["test_acc"] == rows[-1]["test_acc"] and final["test_loss"] == rows[-1]["test_loss"]
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert _params(out)["W1"].shape == (784, 50)
+
+
+def test_a_replaced_config_trains_its_own_recipe():
+    adam = _fit(dataclasses.replace(TrainConfig(iters=40), optimizer="adam")).metrics
+    assert adam["run"]["optimizer"] == "adam" and adam["run"]["models"][0]["lr"] == 0.001
+    conv = _fit(dataclasses.replace(TrainConfig(iters=4, eval_every=4), model="simple-convnet"))
+    assert (
+        conv.params["W1"].shape == (30, 1, 5, 5)
+        and conv.metrics["run"]["model"] == "simple-convnet"
+    )
 
 
 def test_evaluate_reproduces_the_final_accuracy(quick_run):
     out, metrics = quick_run
     result = runs.evaluate_run(out)
-    assert result["test_acc"] == pytest.approx(metrics["final"]["test_acc"])
-    assert result["train_acc"] == pytest.approx(metrics["final"]["train_acc"])
+    assert result["final"]["test_acc"] == pytest.approx(metrics["final"]["test_acc"])
+    assert result["final"]["train_acc"] == pytest.approx(metrics["final"]["train_acc"])
 
 
 def test_same_seed_same_run_other_seed_other_run(quick_run, tmp_path):
@@ -80,7 +111,7 @@ def test_same_seed_same_run_other_seed_other_run(quick_run, tmp_path):
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(quick_run, tmp_path):
     out, metrics = quick_run
     _fit(TrainConfig(**{**QUICK, "iters": 80}), tmp_path)
-    resumed = resume(tmp_path, {"iters": 120}, progress=False, log=_quiet).metrics
+    resumed = _resume(tmp_path, {"iters": 120}).metrics
     chex.assert_trees_all_equal(_params(out), _params(tmp_path))
     assert resumed["history"] == metrics["history"]  # no row twice
 
@@ -89,9 +120,9 @@ def test_resuming_to_fewer_iterations_is_refused_and_leaves_the_checkpoint(quick
     out, _ = quick_run
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     with pytest.raises(ValueError, match="iters 40 is fewer than the 120 iterations already done"):
-        resume(out, {"iters": 40}, progress=False, log=_quiet)
+        _resume(out, {"iters": 40})
     with pytest.raises(ValueError, match="lr cannot change on resume"):
-        resume(out, {"lr": 0.5}, progress=False, log=_quiet)
+        _resume(out, {"lr": 0.5})
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
@@ -99,7 +130,7 @@ def test_k_models_resume_bit_identically(tmp_path):
     config = TrainConfig(iters=80, eval_every=20, seeds=2)
     straight = _fit(config, tmp_path / "straight")
     _fit(TrainConfig(iters=40, eval_every=20, seeds=2), tmp_path / "parts")
-    parts = resume(tmp_path / "parts", {"iters": 80}, progress=False, log=_quiet)
+    parts = _resume(tmp_path / "parts", {"iters": 80})
     chex.assert_trees_all_equal(straight.params, parts.params)
     assert parts.params["W1"].shape == (2, 784, 50)
     assert straight.metrics["history"] == parts.metrics["history"]
@@ -122,27 +153,57 @@ def test_checkpoints_are_written_periodically(tmp_path, monkeypatch):
     assert seen == [40, 80, 100]  # every 40 iterations (at chunk ends), and at the end
 
 
-def _signal_soon(signum, delay=0.05):
-    timer = threading.Timer(delay, os.kill, (os.getpid(), signum))
-    timer.start()
-    return timer
+def _signal_at(signum, iteration):
+    """A hook for the loop: sends ``signum`` to this process once ``iteration`` is passed."""
+    sent = []
+
+    def hook(i):
+        if i >= iteration and not sent:
+            sent.append(i)
+            os.kill(os.getpid(), signum)
+
+    return hook
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_stops_within_a_chunk_even_when_one_evaluation_spans_the_run(tmp_path, signum):
-    # One evaluation interval is the whole run; the loop still stops after a short chunk.
-    config = TrainConfig(iters=20_000, eval_every=20_000)
-    timer = _signal_soon(signum)
-    with pytest.raises(Interrupted, match=f"stopped by {signal.Signals(signum).name}") as e:
-        _fit(config, tmp_path)
-    timer.join()
-    assert e.value.signum == signum and 0 < e.value.iteration < 20_000
-    assert runs.load_checkpoint(tmp_path).iteration == e.value.iteration
-    assert not (tmp_path / "params.npz").exists()
-    # Resuming finishes the run as if it had never stopped.
-    done = resume(tmp_path, {"iters": e.value.iteration + 40}, progress=False, log=_quiet)
-    straight = _fit(TrainConfig(iters=e.value.iteration + 40, eval_every=20_000), tmp_path / "s")
+def test_a_signal_stops_the_run_at_the_next_chunk_and_it_resumes_bit_identically(tmp_path, signum):
+    # One evaluation interval is the whole run: the loop still stops after a short chunk,
+    # and the losses of the unfinished interval are kept for the row the resumed run writes.
+    config = TrainConfig(iters=600, eval_every=600)
+    name = signal.Signals(signum).name
+    with pytest.raises(Interrupted, match=f"stopped by {name} at iteration") as e:
+        _fit(config, tmp_path / "run", on_chunk=_signal_at(signum, 1))
+    stopped = e.value.iteration
+    assert e.value.signum == signum and 0 < stopped < 600
+    assert f"resume with funcbp train --resume {tmp_path / 'run'}" in str(e.value)
+    assert runs.load_checkpoint(tmp_path / "run").iteration == stopped
+    assert not (tmp_path / "run" / "params.npz").exists()
+    done = _resume(tmp_path / "run")
+    straight = _fit(config, tmp_path / "straight")
     chex.assert_trees_all_equal(done.params, straight.params)
+    assert done.metrics["history"] == straight.metrics["history"]
+
+
+def test_a_signal_during_an_evaluation_keeps_the_state_and_the_resume_evaluates_it(
+    tmp_path, monkeypatch
+):
+    row = train.RunEvaluator.row
+
+    def signalling_row(self, state, i, *args):
+        if i == 40:
+            os.kill(os.getpid(), signal.SIGTERM)  # between the evaluation's batches
+        return row(self, state, i, *args)
+
+    monkeypatch.setattr(train.RunEvaluator, "row", signalling_row)
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at iteration 40") as e:
+        _fit(TrainConfig(iters=80, eval_every=40), tmp_path / "run")
+    assert e.value.iteration == 40
+    kept = runs.load_checkpoint(tmp_path / "run")
+    assert kept.iteration == 40 and kept.record["history"] == []  # the row was not finished
+    monkeypatch.setattr(train.RunEvaluator, "row", row)
+    done = _resume(tmp_path / "run")
+    straight = _fit(TrainConfig(iters=80, eval_every=40), tmp_path / "straight")
+    assert done.metrics["history"] == straight.metrics["history"]
 
 
 def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
@@ -161,36 +222,40 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
         _fit(config, tmp_path, checkpoint_every=10)
     kept = runs.load_checkpoint(tmp_path)
     assert 0 < kept.iteration < 37 and not (tmp_path / "metrics.json").exists()
-    assert all(np.isfinite(row["loss"]) for row in kept.history)
-    # Weights of std 1e30 overflow the first logits: nothing good to keep.
+    assert all(np.isfinite(row["loss"]) for row in kept.record["history"])
+    # Weights of std 1e30 overflow the first logits: nothing good to keep, and no folder.
     with pytest.raises(Diverged, match=r"the loss became (nan|inf) at iteration 1; try a smaller"):
         _fit(TrainConfig(iters=40, weight_init_std=1e30), tmp_path / "huge")
-    assert not (tmp_path / "huge" / "checkpoint.json").exists()
+    assert not (tmp_path / "huge").exists()
+
+
+def test_one_diverging_model_of_a_sweep_does_not_stop_the_others(tmp_path):
+    config = TrainConfig(iters=80, eval_every=40, weight_init_std=(0.01, 1e30))
+    _fit(config, tmp_path)
+    good, bad = json.loads((tmp_path / "metrics.json").read_text())["models"]
+    assert good["diverged_at"] is None and good["test_acc"] > 0.5
+    assert bad["diverged_at"] == 1 and bad["test_loss"] is None  # NaN, written as null
 
 
 def test_log_lines_come_at_most_every_tenth_of_the_run(tmp_path):
     lines = []
-    fit(TrainConfig(iters=400, eval_every=8), tmp_path, progress=False, log=lines.append)
+    fit(TrainConfig(iters=400, eval_every=8), tmp_path / "a", progress=False, log=lines.append)
     assert 1 <= len(lines) <= 11 and lines[-1].startswith("iter 400/400")
     lines.clear()
-    fit(
-        TrainConfig(iters=400, eval_every=8),
-        tmp_path,
-        progress=False,
-        log=lines.append,
-        log_every=200,
-        overwrite=True,
-    )
+    fit(TrainConfig(iters=400, eval_every=8), tmp_path / "b", progress=False, log=lines.append,
+        log_every=200)  # fmt: skip
     assert [line.split()[1] for line in lines] == ["200/400", "400/400"]
 
 
 def test_nothing_is_written_when_the_settings_are_refused(tmp_path):
-    out = tmp_path / "run"
+    out = tmp_path / "deep" / "run"
     with pytest.raises(ValueError, match="batch_size must be at most the training set's size 4000"):
         _fit(TrainConfig(batch_size=4001), out)
     with pytest.raises(ValueError, match=r"the model does not fit: .* parameters need about"):
-        _fit(TrainConfig(hidden=(50_000_000,)), out)
-    assert not out.exists()
+        _fit(TrainConfig(hidden=(50_000_000,)), out)  # refused after out was checked
+    with pytest.raises(ValueError, match="data_size must be at most the training set's size"):
+        _fit(TrainConfig(data_size=5000), out)
+    assert list(tmp_path.iterdir()) == []  # not even the folders above the run's
 
 
 def test_batch_norm_and_dropout_train_through_the_step_and_resume_bit_identically(tmp_path):
@@ -205,7 +270,7 @@ def test_batch_norm_and_dropout_train_through_the_step_and_resume_bit_identicall
     )
     straight = _fit(TrainConfig(**config, iters=40), tmp_path / "straight")
     _fit(TrainConfig(**config, iters=20), tmp_path / "parts")
-    parts = resume(tmp_path / "parts", {"iters": 40}, progress=False, log=_quiet)
+    parts = _resume(tmp_path / "parts", {"iters": 40})
     chex.assert_trees_all_equal(straight.params, parts.params)
     chex.assert_trees_all_equal(straight.layer_state, parts.layer_state)
     assert sorted(straight.layer_state) == [
@@ -219,4 +284,69 @@ def test_batch_norm_and_dropout_train_through_the_step_and_resume_bit_identicall
     assert "gamma1" in saved and "running_var2" in saved
     # Evaluation runs in eval mode, on the running statistics.
     evaluated = runs.evaluate_run(tmp_path / "straight")
-    assert evaluated["test_acc"] == pytest.approx(straight.metrics["final"]["test_acc"])
+    assert evaluated["final"]["test_acc"] == pytest.approx(straight.metrics["final"]["test_acc"])
+
+
+# --- sweeps -------------------------------------------------------------------------
+
+
+def test_a_grid_of_rates_and_seeds_trains_each_model_as_it_trains_alone(tmp_path):
+    base = dict(iters=30, eval_every=15, optimizer="momentum")
+    grid = _fit(TrainConfig(**base, lr=(0.1, 0.01, 0.001), seeds=2), tmp_path / "grid")
+    models = grid.metrics["run"]["models"]
+    assert len(models) == 6 and grid.params["W1"].shape == (6, 784, 50)
+    for j, m in enumerate(models):
+        alone = _fit(TrainConfig(**base, lr=m["lr"], seed=m["seed"]))
+        for name, value in alone.params.items():
+            np.testing.assert_allclose(grid.params[name][j], value, rtol=1e-6, atol=1e-9)
+    sweep = json.loads((tmp_path / "grid" / "sweep.json").read_text())
+    assert sweep["varying"] == ["lr"] and sweep["ranking"] is None  # no validation set
+    assert [c["values"] for c in sweep["configurations"]] == [{"lr": r} for r in (0.1, 0.01, 0.001)]
+    assert [c["models"] for c in sweep["configurations"]] == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_a_random_search_ranks_its_trials_on_validation_and_resumes_bit_identically(tmp_path):
+    config = TrainConfig(
+        model="multi-layer",
+        hidden=(20, 20),
+        optimizer="sgd",
+        trials=4,
+        lr=Range(1e-3, 1e-1),
+        validation=0.2,
+        data_size=500,
+        epochs=3,
+    )
+    straight = _fit(config, tmp_path / "straight")
+    assert straight.metrics["run"]["train_size"] == 400
+    rows = straight.metrics["history"]
+    assert [r["iter"] for r in rows] == [4, 8, 12] and "test_acc" not in rows[0]
+    assert len(rows[0]["val_acc"]) == 4
+    sweep = json.loads((tmp_path / "straight" / "sweep.json").read_text())
+    val = [c["val_acc"]["mean"] for c in sweep["configurations"]]
+    assert sweep["ranked_by"] == "val_acc" and val[sweep["ranking"][0]] == max(val)
+    assert sorted(sweep["ranking"]) == [0, 1, 2, 3]
+    assert all("test_acc" in m for m in straight.metrics["models"])  # reported, never ranked on
+    # Stopped by a signal in the middle, then resumed: the same trials, the same numbers.
+    with pytest.raises(Interrupted):
+        _fit(config, tmp_path / "parts", on_chunk=_signal_at(signal.SIGTERM, 5))
+    parts = _resume(tmp_path / "parts")
+    chex.assert_trees_all_equal(straight.params, parts.params)
+    assert parts.metrics["history"] == straight.metrics["history"]
+    assert parts.metrics["sweep"] == straight.metrics["sweep"]
+    evaluated = runs.evaluate_run(tmp_path / "parts")
+    assert [m["val_acc"] for m in evaluated["models"]] == pytest.approx(
+        [m["val_acc"] for m in straight.metrics["models"]]
+    )
+
+
+def test_bfloat16_computes_with_float32_master_weights(tmp_path):
+    base = TrainConfig(iters=200, eval_every=100)
+    plain = _fit(base)
+    half = _fit(dataclasses.replace(base, compute_dtype="bfloat16"), tmp_path)
+    assert {v.dtype for v in _params(tmp_path).values()} == {np.dtype(np.float32)}
+    assert half.metrics["run"]["models"][0]["lr"] == 0.1
+    assert half.metrics["history"][1]["loss"] < half.metrics["history"][0]["loss"]
+    assert half.metrics["final"]["test_acc"] == pytest.approx(
+        plain.metrics["final"]["test_acc"], abs=0.03
+    )
+    assert not np.array_equal(half.params["W1"], plain.params["W1"])  # it did compute in bf16

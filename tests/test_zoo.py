@@ -281,3 +281,33 @@ def test_book_shaped_params_go_straight_in_and_others_are_named():
         simple_convnet.predict(book, np.zeros((1, 784), np.float32))
     with pytest.raises(ValueError, match=r"params\['W2'\] must have shape \(4320, 100\)"):
         simple_convnet.check_params({**book, "W2": book["W2"][:100]})
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def test_the_registry_is_the_one_list_of_models():
+    from funcbp import bench, zoo
+    from funcbp.config import OPTIMIZERS
+
+    assert list(zoo.MODELS) == ["two-layer", "multi-layer", "simple-convnet", "deep-convnet"]
+    for name, entry in zoo.MODELS.items():
+        net = zoo.build(name)
+        assert net.name == name and entry.recipe.optimizer in OPTIMIZERS
+        params = net.init(jax.random.key(0))
+        assert zoo.network_for(name, {**params, **net.init_state()}).param_specs == net.param_specs
+    assert set(bench.MODELS) <= set(zoo.MODELS)
+    assert bench.MODELS["simple-convnet"].net.param_specs == simple_convnet.param_specs
+
+
+def test_an_option_that_does_not_apply_is_refused_naming_who_takes_it():
+    from funcbp import zoo
+
+    with pytest.raises(ValueError, match="batch_norm applies to multi-layer, not simple-convnet"):
+        zoo.build("simple-convnet", {"batch_norm": True})
+    with pytest.raises(ValueError, match="model must be one of two-layer, multi-layer"):
+        zoo.build("resnet")
+    extend = network([30, 20], batch_norm=True)
+    saved = {**extend.init(jax.random.key(0)), **extend.init_state()}
+    wide = zoo.network_for("multi-layer", saved)
+    assert [s.shape for s in wide.param_specs][:4] == [(784, 30), (30,), (30,), (30,)]

@@ -69,14 +69,15 @@ def _from_file(path: str, model: str, seed: int) -> Trained:
 
 def _from_run(run_dir: str | Path, model: str, kind: str) -> Trained:
     try:
-        config, params, state = runs.load_run(run_dir)
+        run, params, state = runs.load_run(run_dir)
     except runs.RunError as e:
         raise ValueError(f"--run-dir {run_dir}: {e}") from None
+    config = run.config
     if config.model != model:
         raise ValueError(f"--run-dir {run_dir} trained {config.model}, not {model}")
-    net, models = config.network, config.seeds
+    net, models = run.network(), run.count
     source = {"kind": kind, "path": str(run_dir), "seed": config.seed, "models": models,
-              "iters": config.iters, "data": config.data}  # fmt: skip
+              "iters": run.iters, "data": config.data}  # fmt: skip
     return Trained(net, _unstack(params, models), _unstack(state, models),
                    _initial(net, config.seed, models), source)  # fmt: skip
 
