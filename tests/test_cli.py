@@ -142,7 +142,7 @@ def test_gradcheck_bad_table_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["gradcheck", "--table", "no_module_here:CHECKS"]) == 2
     _one_line_error(capsys, "--table no_module_here:CHECKS: importing no_module_here raised")
     assert main(["gradcheck", "--table", "funcbp.layers:relu"]) == 2
-    _one_line_error(capsys, "must be a sequence of funcbp.Check rows, got custom_vjp")
+    _one_line_error(capsys, "must be a sequence of funcbp.Check rows, got _custom_vjp")
 
 
 # --- train: bad input ---------------------------------------------------------------
