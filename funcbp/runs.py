@@ -357,19 +357,24 @@ def _on(config: TrainConfig, data: str) -> TrainConfig:
     return TrainConfig.from_dict({**config.to_dict(), "data": data, "data_size": None})
 
 
+def params_file(model: str, path: str | os.PathLike) -> tuple[Any, dict, dict]:
+    """(network, params, layer state) of ``model`` sized from a params file such as the book's."""
+    arrays = load_params(path)
+    try:
+        net = zoo.network_for(model, arrays)
+    except ValueError as e:
+        raise RunError(f"{path} does not fit {model}: {e}") from None
+    # The book's float64 weights run as float32, as funcbp trains and evaluates.
+    return net, *net.split({k: np.asarray(v, np.float32) for k, v in arrays.items()})
+
+
 def evaluate_params(model: str, path: str | os.PathLike, data: str = "mnist-5k") -> dict:
     """A params file (``.npz``, or a ``.pkl`` such as the book's) on ``data``'s sets.
 
     The file's names and shapes must be ``model``'s, as the book saves them;
     batch norm's running statistics, if the model has them, come from the file too.
     """
-    arrays = load_params(path)
-    try:
-        net = zoo.network_for(model, arrays)
-    except ValueError as e:
-        raise RunError(f"{path} does not fit {model}: {e}") from None
-    # The book's float64 weights run as float32, as funcbp trains.
-    params, layer_state = net.split({k: np.asarray(v, np.float32) for k, v in arrays.items()})
+    net, params, layer_state = params_file(model, path)
     sets = zip(("train", "test"), load_for_model(data, net.input_shape), strict=True)
     batches = {name: batched(x, t) for name, (x, t) in sets}
     rows = summary.per_model(

@@ -19,11 +19,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from funcbp import runs, train, zoo
+from funcbp import runs, train
 from funcbp.config import TrainConfig
 from funcbp.data import load_for_model
 from funcbp.experiments._run import Stopped
-from funcbp.io import load_params
 from funcbp.net import Network
 from funcbp.steps import run_keys
 
@@ -56,13 +55,10 @@ def _initial(net: Network, seed: int, models: int) -> list[dict]:
 
 
 def _from_file(path: str, model: str, seed: int) -> Trained:
-    arrays = load_params(path)
     try:
-        net = zoo.network_for(model, arrays)
+        net, params, state = runs.params_file(model, path)
     except ValueError as e:
-        raise ValueError(f"--params {path} does not fit {model}: {e}") from None
-    # The book's float64 weights run as float32, as funcbp trains and evaluates.
-    params, state = net.split({k: np.asarray(v, np.float32) for k, v in arrays.items()})
+        raise ValueError(f"--params {e}") from None
     source = {"kind": "params", "path": str(path)}
     return Trained(net, [params], [state], _initial(net, seed, 1), source)
 
