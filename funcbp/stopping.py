@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["GRACE_S", "SIGNALS", "Stop", "supervise"]
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # a closed terminal stops a run too
 GRACE_S = 1.5  # how long a worker that can stop by itself is given to do so
 
 
@@ -43,8 +43,10 @@ class Stop:
     once it reads :attr:`requested` between chunks.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resume_command: str | None = None) -> None:
         self.signals: list[int] = []
+        # How the goodbye says to continue; default ``funcbp train --resume <the run folder>``.
+        self.resume_command = resume_command
         self.out: Path | None = None  # the run folder, once it holds a checkpoint
         self.saved_at: int | None = None  # the iteration of the checkpoint on disk
         self.resumed_from: int | None = None  # the checkpoint this run started from
@@ -60,7 +62,7 @@ class Stop:
         self.signals.append(signum)
 
     def install(self) -> Callable[[], None]:
-        """Handles SIGINT and SIGTERM from now on; returns the function that restores the old."""
+        """Handles SIGINT, SIGTERM and SIGHUP from now on; returns the restoring function."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None  # signals reach the main thread only; leave them alone
         previous = {sig: signal.signal(sig, self.handler) for sig in SIGNALS}
@@ -94,7 +96,8 @@ class Stop:
             kept += " is as it was"
         else:
             kept = "kept " + kept
-        return f"stopped by {name}{where}; {kept}; resume with funcbp train --resume {self.out}"
+        again = self.resume_command or f"funcbp train --resume {self.out}"
+        return f"stopped by {name}{where}; {kept}; resume with {again}"
 
 
 def supervise(work: Callable[[], Any], stop: Stop, *, prefix: str, grace: float = GRACE_S) -> Any:
