@@ -1,18 +1,19 @@
 """When a run checkpoints, the writing of its files, and what it keeps when it must stop.
 
-The :class:`Checkpointer` owns the run folder: it makes it at the first
-checkpoint (a run that fails or stops before then leaves none behind), saves
-every interval, on a signal and at the end, and writes the finished run. Only
-process 0 of a multi-process run writes. Each write holds the
+The :class:`Checkpointer` writes the run folder that the run holds (its
+:class:`~funcbp.runs.RunFolder`, claimed before anything is compiled): it
+saves every interval, on a signal and at the end, and writes the finished
+run. Only process 0 of a multi-process run writes. Each write holds the
 :class:`~funcbp.stopping.Stop`'s lock, so an exit on a signal never leaves a
-file half-written.
+file half-written. A write that fails names the file and what was kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import jax
 
 from funcbp import runs
 from funcbp.config import TrainConfig
+from funcbp.io import WriteError
 from funcbp.steps import TrainState
 from funcbp.stopping import Stop
 
@@ -43,7 +45,7 @@ class Checkpointer:
     """The run folder's writer.
 
     Args:
-        out: the run folder; None writes nothing.
+        out: the run folder, held by this process; None writes nothing.
         config: what the run was given (the checkpoint's config).
         stop: told of every checkpoint, and whose lock each write holds.
         start: the iteration of the checkpoint the run resumed from, or 0.
@@ -80,7 +82,7 @@ class Checkpointer:
     def save(self, state: TrainState, iteration: int, record: dict[str, Any], pending) -> None:
         """Checkpoints ``state`` (a host copy) after ``iteration`` steps, with the record so far."""
         if self.writes:
-            with self.stop.writing():
+            with self.stop.writing(), self._failing():
                 if not self.folder_made:
                     runs.start_out(self.out, overwrite=self.overwrite)
                 runs.save_checkpoint(self.out, self.config, state, iteration, record, pending)
@@ -91,7 +93,15 @@ class Checkpointer:
     def finish(self, metrics: dict[str, Any], params: dict, layer_state: dict) -> None:
         """Writes the finished run's files next to its last checkpoint."""
         if self.writes:
-            runs.write_run(self.out, metrics, params, layer_state, lock=self.stop.writing)
+            with self._failing():
+                runs.write_run(self.out, metrics, params, layer_state, lock=self.stop.writing)
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as e:  # a full disk, a folder made read-only during the run
+            raise WriteError(e.errno, f"{e}{self.kept()}") from None
 
     def kept(self) -> str:
         """What a run that stops now leaves, for its error message."""

@@ -8,6 +8,7 @@ The test set is never touched: models are ranked on the validation set.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,6 +46,21 @@ class Data:
     @property
     def nbytes(self) -> int:
         return sum(x.nbytes + t.nbytes for x, t in self.sets().values())
+
+    def digests(self) -> dict[str, str]:
+        """Each set's sha256, over its arrays as loaded: dtype, shape and bytes of x, then t.
+
+        A run keeps them, and a resume on other data is refused.
+        """
+        digests = {}
+        for name, arrays in self.sets().items():
+            h = hashlib.sha256()
+            for a in arrays:
+                a = np.ascontiguousarray(a)
+                h.update(f"{a.dtype.str}{a.shape};".encode())
+                h.update(memoryview(a).cast("B"))
+            digests[name] = h.hexdigest()
+        return digests
 
 
 def shuffle_dataset(x: np.ndarray, t: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

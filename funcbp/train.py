@@ -18,6 +18,7 @@ checkpoints and raises :class:`Interrupted`.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import time
@@ -79,11 +80,20 @@ def resume(out: str | Path, changes: dict[str, Any] | None = None, **options) ->
     """Continues the run in ``out`` from its checkpoint; see :meth:`TrainConfig.resumed`.
 
     ``changes`` holds the settings given again (e.g. ``{"iters": 20000}``);
-    those that would change what the run computes are refused.
+    those that would change what the run computes are refused. The folder is
+    locked before its checkpoint is read, and held to the end.
     """
-    checkpoint = runs.load_checkpoint(out)
-    config = checkpoint.config.resumed(changes or {})
-    return fit(config, out, checkpoint=checkpoint, **options)
+    with _claim(out, new=False) as folder:
+        checkpoint = runs.load_checkpoint(out)
+        config = checkpoint.config.resumed(changes or {})
+        return fit(config, out, checkpoint=checkpoint, folder=folder, **options)
+
+
+def _claim(out, *, new: bool, overwrite: bool = False):
+    """The run folder's lock, on process 0 only (the one writer); a no-op elsewhere."""
+    if out is None or jax.process_index() != 0:
+        return contextlib.nullcontext()
+    return runs.RunFolder.claim(out, new=new, overwrite=overwrite)
 
 
 def prepare(config: TrainConfig) -> tuple[Run, Data]:
@@ -104,13 +114,15 @@ def fit(
     log: Callable[[str], None] = print,
     stop: Stop | None = None,
     on_chunk: Callable[[int], None] | None = None,
+    folder: runs.RunFolder | None = None,
 ) -> Result:
     """Trains ``config``'s models; writes the run folder ``out``.
 
     Everything is checked before anything is compiled: the config, the data
-    against the model, the memory, the device count, and ``out`` (a new or
-    empty folder, or ``overwrite``). The folder is made at the first
-    checkpoint. Only process 0 writes.
+    against the model (and, on resume, against the data the run trained on),
+    the memory, the device count, and ``out``: it is locked (one writer per
+    folder), must be new or empty (or ``overwrite``), and must take a probe
+    file and the space of the run's files. Only process 0 writes.
 
     Args:
         config: the run.
@@ -126,24 +138,28 @@ def fit(
             importing JAX); by default ``fit`` handles SIGINT and SIGTERM itself
             while it runs.
         on_chunk: called with the iteration reached after each chunk.
+        folder: ``out``'s lock, already held (:func:`resume` passes it); by default
+            ``fit`` takes it after the data is checked and gives it back at the end.
 
     Raises:
         Interrupted: on SIGINT or SIGTERM, after saving a checkpoint.
         Diverged: when every model's loss turns NaN or infinite.
         ValueError: for bad settings (``runs.RunError`` for the run folder).
+        OSError: a write failed (``io.WriteError``, naming the file); the last
+            checkpoint is kept.
     """
     own = stop is None
     stop = Stop() if own else stop
     restore = stop.install() if own else (lambda: None)
     try:
-        return _fit(config, None if out is None else Path(out), checkpoint, stop, on_chunk,
-                    overwrite=overwrite, every=checkpoint_every,
+        return _fit(config, None if out is None else Path(out), checkpoint, folder, stop,
+                    on_chunk, overwrite=overwrite, every=checkpoint_every,
                     bar=dict(enabled=progress, log=log, every=log_every))  # fmt: skip
     finally:
         restore()
 
 
-def _fit(config, out, checkpoint, stop: Stop, on_chunk, *, overwrite, every, bar) -> Result:
+def _fit(config, out, checkpoint, folder, stop, on_chunk, *, overwrite, every, bar) -> Result:
     checkpoint_interval(every)  # refused now, not after the data is read
     run, data = prepare(config)
     start = 0 if checkpoint is None else checkpoint.iteration
@@ -152,24 +168,33 @@ def _fit(config, out, checkpoint, stop: Stop, on_chunk, *, overwrite, every, bar
             f"iters {run.iters} is fewer than the {start} iterations already done; the "
             "checkpoint is left as it is"
         )
-    if out is not None and checkpoint is None and jax.process_index() == 0:
-        runs.prepare_out(out, overwrite=overwrite)
-    engine = Engine(run, data, config.devices)
-    template = engine.template()
-    check_memory(template, data)
-    if checkpoint is None:
-        state = engine.init()
-    else:
-        state = jax.tree.map(jnp.asarray, runs.restore_state(checkpoint, template))
-    state = engine.place(state)
-    record = Record(run, checkpoint)
-    saver = Checkpointer(out, config, stop, start=start, overwrite=overwrite, every=every)
-    evaluator = RunEvaluator(run, data, engine)
-    planner = ChunkPlanner(run.eval_every, run.iters, engine.step_seconds())
-    with Progress(run, start, **bar) as progress:
-        loop = _Loop(run, engine, planner, evaluator, record, saver, progress, stop, on_chunk)
-        state = loop.train(state, start)
-        return loop.finish(state)
+    digests = data.digests()
+    if checkpoint is not None:
+        runs.check_data(checkpoint, digests, config.data)
+    with contextlib.ExitStack() as held:
+        if folder is None:
+            folder = held.enter_context(_claim(out, new=checkpoint is None, overwrite=overwrite))
+        writes = folder is not None
+        engine = Engine(run, data, config.devices)
+        template = engine.template()
+        check_memory(template, data)
+        if writes:  # a full disk or a read-only folder is refused now, not at the end
+            pending = run.eval_every * run.count
+            folder.check_space(runs.space_needed(template, pending, resuming=start > 0))
+        if checkpoint is None:
+            state = engine.init()
+        else:
+            state = jax.tree.map(jnp.asarray, runs.restore_state(checkpoint, template))
+        state = engine.place(state)
+        record = Record(run, checkpoint, digests)
+        saver = Checkpointer(out if writes else None, config, stop, start=start,
+                             overwrite=overwrite, every=every)  # fmt: skip
+        evaluator = RunEvaluator(run, data, engine)
+        planner = ChunkPlanner(run.eval_every, run.iters, engine.step_seconds())
+        with Progress(run, start, **bar) as progress:
+            loop = _Loop(run, engine, planner, evaluator, record, saver, progress, stop, on_chunk)
+            state = loop.train(state, start)
+            return loop.finish(state)
 
 
 class _Loop:
@@ -274,8 +299,10 @@ class Record:
     """What a run has measured: its history, the losses of the interval under way, each
     chunk's mean loss, models that diverged, and the timing and start of earlier sessions."""
 
-    def __init__(self, run: Run, checkpoint: runs.Checkpoint | None = None):
-        self.run = run
+    def __init__(
+        self, run: Run, checkpoint: runs.Checkpoint | None = None, data_sha256: dict | None = None
+    ):
+        self.run, self.data_sha256 = run, data_sha256 or {}
         self.start = 0 if checkpoint is None else checkpoint.iteration
         saved = {} if checkpoint is None else checkpoint.record
         self.history: list[dict] = list(saved.get("history", []))
@@ -332,6 +359,7 @@ class Record:
             "timing": timing,
             "started": self.started,
             "diverged": self.diverged,
+            "data_sha256": self.data_sha256,
         }
 
 
@@ -449,6 +477,7 @@ def _metrics(run: Run, record: Record, finals: dict, timing: dict, engine: Engin
         "processes": jax.process_count(),
         "started": record.started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data_sha256": record.data_sha256,
         "history": record.history,
         "chunks": record.chunks,
         "timing": timing,

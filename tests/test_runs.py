@@ -1,8 +1,12 @@
-"""Run folders: --out is checked before a run; a damaged checkpoint is refused in one line."""
+"""Run folders: one writer each; --out is checked before a run; a damaged or edited
+checkpoint is refused in one line."""
 
+import errno
+import hashlib
 import json
 import os
-import zipfile
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -16,11 +20,12 @@ from funcbp.steps import TrainState, init_train_state, run_keys
 
 CONFIG = TrainConfig(iters=50)
 RECORD = {
-    "history": [{"iter": 20}],
+    "history": [{"iter": 20, "epoch": 1.0, "loss": 0.5, "train_acc": 0.9}],
     "chunks": [],
     "timing": {"train_s": 1.0},
     "started": "now",
     "diverged": {},
+    "data_sha256": {"train": "ab", "test": "cd"},
 }
 
 
@@ -81,16 +86,21 @@ def _truncate(run):
     arrays.write_bytes(arrays.read_bytes()[:100])
 
 
-def _edit_json(**changes):
+def _edit_json(resign=False, **changes):
+    """Edits checkpoint.json; ``resign`` recomputes its hash, as a forger would."""
+
     def edit(run):
         meta = json.loads((run / "checkpoint.json").read_text())
         for key, value in changes.items():
-            if key == "hidden":
-                meta["config"]["hidden"] = value
+            if key in ("hidden", "lr", "seed"):
+                meta["config"][key] = value
             elif value is None:
                 del meta[key]
             else:
                 meta[key] = value
+        if resign:
+            meta.pop("signature", None)
+            meta["signature"] = runs._signature(meta)
         (run / "checkpoint.json").write_text(json.dumps(meta))
 
     return edit
@@ -113,15 +123,69 @@ DAMAGE = {
         "is damaged: it lacks format",
     ),
     "random json": (lambda run: (run / "checkpoint.json").write_bytes(os.urandom(64)), "damaged"),
+    "deeply nested json": (
+        lambda run: (run / "checkpoint.json").write_text("[" * 100_000),
+        "is damaged: nested too deeply",
+    ),
+    "a folder as json": (
+        lambda run: ((run / "checkpoint.json").unlink(), (run / "checkpoint.json").mkdir()),
+        "is a folder, not a regular file",
+    ),
+    "format 2": (_edit_json(format=2), "has checkpoint format 2; this funcbp reads format 3"),
     "no config": (_edit_json(config=None), "is damaged: it lacks config"),
-    "bad iteration": (_edit_json(iteration=0), "iteration 0 is not a positive integer"),
+    "no signature": (_edit_json(signature=None), "is damaged: it lacks signature"),
     "no record": (_edit_json(chunks=None), "is damaged: it lacks chunks"),
+    # Any edit of what decides the run breaks the hash.
+    "iteration 20 -> 10": (_edit_json(iteration=10), "does not match the sha256 it records"),
+    "iteration true": (_edit_json(iteration=True), "does not match the sha256 it records"),
+    "config.lr": (_edit_json(lr=0.5), "does not match the sha256 it records"),
+    "config.seed": (_edit_json(seed=7), "does not match the sha256 it records"),
+    "history a string": (_edit_json(history="x"), "does not match the sha256 it records"),
+    "history []": (_edit_json(history=[]), "does not match the sha256 it records"),
+    "timing an int": (_edit_json(timing=3), "does not match the sha256 it records"),
+    "data_sha256": (_edit_json(data_sha256={}), "does not match the sha256 it records"),
+    # A file whose hash was recomputed is still checked field by field.
+    "signed iteration 0": (
+        _edit_json(True, iteration=0),
+        "iteration 0 is not a positive integer",
+    ),
+    "signed iteration true": (
+        _edit_json(True, iteration=True),
+        "iteration True is not a positive integer",
+    ),
+    "signed history a string": (_edit_json(True, history="x"), "history is str; expected a list"),
+    "signed history an int": (_edit_json(True, history=3), "history is int; expected a list"),
+    "signed history bad row": (
+        _edit_json(True, history=[{"iter": "20", "loss": 1.0}]),
+        r"history\[0\] is not a row with an integer iter",
+    ),
+    "signed history row past the end": (
+        _edit_json(True, history=[{"iter": 99, "loss": 1.0}]),
+        r"history\[0\] has iter 99 out of order",
+    ),
+    "signed history string loss": (
+        _edit_json(True, history=[{"iter": 20, "loss": "low"}]),
+        "holds a value that is not a number",
+    ),
+    "signed chunks bad row": (_edit_json(True, chunks=[1, 2]), r"chunks\[0\] is not a row"),
+    "signed timing a string": (_edit_json(True, timing="x"), "timing is not an object of numbers"),
+    "signed timing bad value": (
+        _edit_json(True, timing={"train_s": "1"}),
+        "timing is not an object of numbers",
+    ),
+    "signed diverged": (_edit_json(True, diverged={"a": 1}), "diverged is not an object"),
+    "signed data_sha256": (_edit_json(True, data_sha256=[]), "data_sha256 is not an object"),
+    "signed bad config": (_edit_json(True, lr="fast"), "holds a config that is not valid"),
     "truncated npz": (_truncate, "does not match the sha256"),
     "random npz": (lambda run: next(run.glob("*.npz")).write_bytes(os.urandom(500)), "sha256"),
     "empty npz": (lambda run: next(run.glob("*.npz")).write_bytes(b""), "sha256"),
     "missing npz": (lambda run: next(run.glob("*.npz")).unlink(), "which is not in"),
     "swapped npz": (_rewrite_arrays, "does not match the sha256"),
-    "escaping name": (_edit_json(arrays="../../etc/passwd"), "which is not in"),
+    "escaping name": (_edit_json(True, arrays="../../etc/passwd"), "which is not in"),
+    "arrays a FIFO": (
+        lambda run: (next(run.glob("*.npz")).unlink(), os.mkfifo(run / "checkpoint-000000020.npz")),
+        "which is not in",
+    ),
 }
 
 
@@ -140,7 +204,7 @@ def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(saved, tmp_
 def test_a_hand_edited_config_cannot_resume_with_the_old_arrays(saved, tmp_path):
     out, _, _ = saved
     run = _copy(out, tmp_path / "run")
-    _edit_json(hidden=[60])(run)  # the arrays still hold a 784-50-10 net
+    _edit_json(True, hidden=[60])(run)  # re-signed, but the arrays still hold a 784-50-10 net
     ckpt = runs.load_checkpoint(run)
     _, template = _state_and_template(ckpt.config)
     with pytest.raises(RunError, match=r"holds params/W1 as float32\[784, 50\], but the config"):
@@ -152,36 +216,108 @@ def test_a_checkpoint_that_is_not_a_zip_but_matches_its_hash_is_refused(saved, t
     run = _copy(out, tmp_path / "run")
     arrays = next(run.glob("*.npz"))
     arrays.write_bytes(b"not a zip at all")
-    _edit_json(sha256=__import__("hashlib").sha256(b"not a zip at all").hexdigest())(run)
+    _edit_json(True, sha256=hashlib.sha256(b"not a zip at all").hexdigest())(run)
     with pytest.raises(RunError, match=f"{arrays} is damaged"):
         runs.load_checkpoint(run)
-    assert issubclass(zipfile.BadZipFile, Exception)
 
 
-def test_out_is_checked_before_a_run_and_nothing_is_made_until_the_first_checkpoint(tmp_path):
+def test_out_is_checked_and_locked_in_one_step_and_left_as_it_was_if_unused(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is a file; expected a folder"):
-        runs.prepare_out(tmp_path / "file")
+        runs.RunFolder.claim(tmp_path / "file", new=True)
     with pytest.raises(RunError, match="is not writable"):
-        runs.prepare_out(tmp_path / "file" / "below")
+        runs.RunFolder.claim(tmp_path / "file" / "below", new=True)
+    with pytest.raises(RunError, match="out: expected a folder, got ''"):
+        runs.RunFolder.claim("", new=True)
     if not os.access("/sys", os.W_OK):
         with pytest.raises(RunError, match="is not writable"):
-            runs.prepare_out("/sys/funcbp-run")
+            runs.RunFolder.claim("/sys/funcbp-run", new=True)
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "metrics.json").write_text("{}")
     (taken / "checkpoint-000000010.npz").write_text("")
     (taken / "notes.txt").write_text("mine")
     with pytest.raises(RunError, match=r"already holds files; .*--overwrite"):
-        runs.prepare_out(taken)
-    runs.prepare_out(taken, overwrite=True)  # checked, not yet changed
-    assert len(list(taken.iterdir())) == 3
-    runs.start_out(taken, overwrite=True)  # the first checkpoint: only funcbp's own files go
+        runs.RunFolder.claim(taken, new=True)
+    assert sorted(p.name for p in taken.iterdir()) == sorted(
+        ["metrics.json", "checkpoint-000000010.npz", "notes.txt"]
+    )
+    with runs.RunFolder.claim(taken, new=True, overwrite=True):  # checked, not yet changed
+        assert (taken / runs.LOCK).read_text() == f"{os.getpid()}\n"
+        runs.start_out(taken, overwrite=True)  # the first checkpoint: only funcbp's files go
     assert [p.name for p in taken.iterdir()] == ["notes.txt"]
-    assert runs.prepare_out(tmp_path / "new" / "deep") == tmp_path / "new" / "deep"
-    assert not (tmp_path / "new").exists()  # checked by writing there, then left as it was
-    runs.start_out(tmp_path / "new" / "deep")
-    assert (tmp_path / "new" / "deep").is_dir()
+    deep = tmp_path / "new" / "deep"
+    with runs.RunFolder.claim(deep, new=True) as folder:
+        assert folder.path == deep and deep.is_dir()
+    assert not (tmp_path / "new").exists()  # nothing written: the folders it made go
+    with runs.RunFolder.claim(deep, new=True):
+        (deep / "checkpoint.json").write_text("{}")
+    assert [p.name for p in deep.iterdir()] == ["checkpoint.json"]  # the lock file goes
+
+
+def test_a_folder_holding_only_a_stale_lock_counts_as_empty(tmp_path):
+    (tmp_path / runs.LOCK).write_text("99999999\n")  # left by a killed run: no lock held
+    with runs.RunFolder.claim(tmp_path, new=True):
+        assert (tmp_path / runs.LOCK).read_text() == f"{os.getpid()}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    run = tmp_path / "run"
+    with runs.RunFolder.claim(run, new=True):
+        (run / "checkpoint.json").write_text("{}")
+        lock = run / runs.LOCK
+        for new in (True, False):
+            with pytest.raises(RunError) as e:
+                runs.RunFolder.claim(run, new=new)
+            what = "out" if new else "resume"
+            assert str(e.value).startswith(
+                f"{what} {run} is in use by funcbp process {os.getpid()} (its lock is {lock}); "
+                "wait for it to end"
+            )
+    with runs.RunFolder.claim(run, new=False):  # free again
+        pass
+    with pytest.raises(RunError, match="no checkpoint.json there"):
+        runs.RunFolder.claim(tmp_path / "nope", new=False)
+    assert not (tmp_path / "nope").exists()
+
+
+def test_the_space_check_refuses_a_full_disk_and_a_read_only_folder(tmp_path, monkeypatch):
+    with runs.RunFolder.claim(tmp_path / "run", new=True) as folder:
+        folder.check_space(1 << 20)
+        with pytest.raises(RunError, match=rf"out {tmp_path / 'run'} has .* free; this needs"):
+            folder.check_space(1 << 62)
+        real_open = os.open
+
+        def full(path, flags, *args, **kwargs):
+            if ".probe." in os.fspath(path):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+            return real_open(path, flags, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", full)
+        with pytest.raises(RunError, match=rf"out {tmp_path / 'run'} is not writable: No space"):
+            folder.check_space(0)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_a_read_only_folder_is_refused_on_resume(saved, tmp_path):
+    out, _, _ = saved
+    run = _copy(out, tmp_path / "run")
+    run.chmod(0o500)
+    try:
+        with pytest.raises(RunError, match=f"resume {run} is not writable"):
+            runs.RunFolder.claim(run, new=False)
+    finally:
+        run.chmod(0o700)
+
+
+def test_space_needed_counts_two_checkpoints_and_the_params(saved):
+    _, state, template = saved
+    state_bytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state))
+    params = sum(np.asarray(x).nbytes for x in jax.tree.leaves(state.params))
+    need = runs.space_needed(template, 100, resuming=False)
+    assert 2 * state_bytes + params < need < 2 * state_bytes + params + (2 << 20)
+    assert runs.space_needed(template, 100, resuming=True) < need - state_bytes
 
 
 def test_default_folders_never_collide():
