@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -277,7 +278,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
             )
     with runs.RunFolder.claim(run, new=False):  # free again
         pass
-    with pytest.raises(RunError, match="no checkpoint.json there"):
+    with pytest.raises(RunError, match=r"no checkpoint\.json there"):
         runs.RunFolder.claim(tmp_path / "nope", new=False)
     assert not (tmp_path / "nope").exists()
 
@@ -347,3 +348,200 @@ def test_a_saved_run_is_evaluated_model_by_model(tmp_path):
     assert result["final"]["test_acc"]["mean"] == pytest.approx(
         np.mean([m["test_acc"] for m in result["models"]])
     )
+
+
+# --- one writer per folder, with real processes -------------------------------------
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu"}
+LONG = ["--iters", "100000", "--checkpoint-every", "10", "--quiet"]  # stopped by a kill
+
+
+def _train(*argv):
+    return subprocess.Popen(
+        [sys.executable, "-m", "funcbp.cli", "train", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+
+
+def _wait(condition, procs, what, timeout=180):
+    """Polls for an event (a file a child writes), failing if the children end first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert any(p.poll() is None for p in procs), f"every child ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} in time"
+        time.sleep(0.02)
+
+
+def _holder(run):
+    try:
+        return int((run / runs.LOCK).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill(*procs):
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_second_train_or_a_resume_of_a_running_folder_is_refused_naming_the_pid(tmp_path):
+    run = tmp_path / "s"
+    first = _train(*LONG, "--eval-every", "100000", "--out", run)
+    try:
+        _wait(lambda: (run / "checkpoint.json").exists(), [first], "checkpoint")
+        assert _holder(run) == first.pid
+        for argv in (["--iters", "40", "--seed", "1", "--out", run], ["--resume", run]):
+            second = _train("--quiet", *argv)
+            _, err = second.communicate(timeout=300)
+            what = "out" if "--out" in argv else "resume"
+            assert second.returncode == 2, err
+            assert err == (
+                f"funcbp train: error: {what} {run} is in use by funcbp process {first.pid} "
+                f"(its lock is {run / runs.LOCK}); wait for it to end"
+                + (", or choose another folder\n" if what == "out" else "\n")
+            )
+        assert first.poll() is None  # the first run goes on, untouched
+    finally:
+        _kill(first)
+    assert runs.load_checkpoint(run).iteration >= 10
+
+
+def _concurrent_resumes_killed(tmp_path, repetitions):
+    """Two resumes of one folder at once, each SIGKILLed at a random moment, then the
+    folder is checked and resumed to its end, ``repetitions`` times; returns how many held."""
+    import random
+
+    from funcbp import train
+    from funcbp.config import TrainConfig
+
+    run = tmp_path / "r"
+    train.fit(TrainConfig(iters=20, eval_every=20), run, progress=False, log=lambda line: None)
+    held = 0
+    for rep in range(repetitions):
+        rng = random.Random(rep)
+        procs = [_train("--resume", run, *LONG) for _ in range(2)]
+        try:
+            pids = [p.pid for p in procs]
+            _wait(lambda pids=pids: _holder(run) in pids, procs, "lock")
+            for p in rng.sample(procs, 2):
+                time.sleep(rng.uniform(0, 1.5))  # a random moment, not a timing assertion
+                p.kill()
+        finally:
+            _kill(*procs)
+        refused = [p for p in procs if p.returncode == 2]
+        assert len(refused) <= 1  # never both running; at most one refused
+        ckpt = runs.load_checkpoint(run)  # whatever the kill hit, the checkpoint is whole
+        done = train.resume(
+            run, {"iters": ckpt.iteration + 10}, progress=False, log=lambda line: None
+        )
+        assert done.metrics["history"][-1]["iter"] == ckpt.iteration + 10
+        assert not (run / runs.LOCK).exists()
+        held += 1
+    return held
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_two_killed_concurrent_resumes_leave_a_resumable_folder(tmp_path):
+    assert _concurrent_resumes_killed(tmp_path, 3) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_twenty_killed_concurrent_resumes_leave_a_resumable_folder_every_time(tmp_path):
+    assert _concurrent_resumes_killed(tmp_path, 20) == 20
+
+
+# --- finished runs and params files: the weights are checked -------------------------
+
+
+def _finished(folder, params, *, models=None):
+    config = TrainConfig(iters=50)
+    run = resolve(config, 4000)
+    metrics = {"config": config.to_dict(), "run": run.to_dict(), "history": []}
+    if models is not None:
+        metrics["models"] = models
+    folder.mkdir(exist_ok=True)
+    (folder / "metrics.json").write_text(runs.dumps_json(metrics))
+    np.savez(folder / "params.npz", **params)
+    return folder
+
+
+def _two_layer_params():
+    state, _ = _state_and_template(CONFIG)
+    return {k: np.asarray(v) for k, v in state.params.items()}
+
+
+def _with(name, value):
+    return lambda p: {**p, name: value}
+
+
+def _set(name, index, value):
+    def hurt(p):
+        a = p[name].copy()
+        a[index] = value
+        return {**p, name: a}
+
+    return hurt
+
+
+BAD_WEIGHTS = {
+    "nan": (_set("b2", 3, np.nan), r"param 'b2'\[3\] is nan; weights must be finite"),
+    "inf": (_set("W1", (2, 5), np.inf), r"param 'W1'\[2, 5\] is inf"),
+    "int32": (lambda p: {k: v.astype(np.int32) for k, v in p.items()}, "has dtype int32"),
+    "bool": (_with("b1", np.zeros(50, bool)), "'b1' has dtype bool"),
+    "uint8": (_with("b1", np.zeros(50, np.uint8)), "'b1' has dtype uint8"),
+    "complex": (_with("b1", np.zeros(50, np.complex64)), "'b1' has dtype complex64"),
+    "string": (_with("b1", np.array(["1"] * 50)), "params hold numbers"),
+    "structured": (_with("b1", np.zeros(50, "f4,f4")), "params hold numbers"),
+}
+
+
+@pytest.mark.parametrize("hurt", BAD_WEIGHTS.values(), ids=BAD_WEIGHTS.keys())
+def test_bad_weights_are_refused_by_evaluate_run_and_evaluate_params(tmp_path, hurt):
+    damage, message = hurt
+    folder = _finished(tmp_path / "run", damage(_two_layer_params()))
+    with pytest.raises(RunError, match=message) as e:
+        runs.load_run(folder)
+    assert "\n" not in str(e.value) and str(folder / "params.npz") in str(e.value)
+    with pytest.raises(ValueError, match=message) as e:
+        runs.evaluate_params("two-layer", folder / "params.npz")
+    assert "\n" not in str(e.value) and str(folder / "params.npz") in str(e.value)
+
+
+def test_a_model_the_run_records_as_diverged_may_hold_nan(tmp_path):
+    params = _set("W1", (0, 0), np.nan)(_two_layer_params())
+    folder = _finished(tmp_path / "run", params, models=[{"diverged_at": 3}])
+    _, loaded, _ = runs.load_run(folder)
+    assert np.isnan(loaded["W1"][0, 0])
+    _finished(folder, params, models=[{"diverged_at": None}])
+    with pytest.raises(RunError, match=r"'W1'\[0, 0\] is nan"):
+        runs.load_run(folder)
+
+
+METRICS_DAMAGE = {
+    "deeply nested": ("[" * 100_000, "is damaged: nested too deeply"),
+    "not json": ("{", "is damaged: not valid JSON"),
+    "a list": ("[1, 2]", "is damaged"),
+    "no run": ('{"config": {}}', "is damaged"),
+    "bad config": ('{"config": {"lr": "x"}, "run": {"train_size": 1}}', "is damaged"),
+    "models not rows": (None, "is damaged"),
+}
+
+
+@pytest.mark.parametrize("damage", METRICS_DAMAGE.values(), ids=METRICS_DAMAGE.keys())
+def test_a_damaged_metrics_json_is_refused_in_one_line(tmp_path, damage):
+    text, message = damage
+    folder = _finished(tmp_path / "run", _two_layer_params(), models=[3] if text is None else None)
+    if text is not None:
+        (folder / "metrics.json").write_text(text)
+    with pytest.raises(RunError, match=message) as e:
+        runs.load_run(folder)
+    assert "\n" not in str(e.value) and str(folder / "metrics.json") in str(e.value)

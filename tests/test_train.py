@@ -350,3 +350,121 @@ def test_bfloat16_computes_with_float32_master_weights(tmp_path):
         plain.metrics["final"]["test_acc"], abs=0.03
     )
     assert not np.array_equal(half.params["W1"], plain.params["W1"])  # it did compute in bf16
+
+
+# --- the run folder: one writer, its space, its writes, its data ----------------------
+
+
+def test_an_interval_cut_by_a_checkpoint_and_a_resume_averages_all_its_steps(tmp_path):
+    # Checkpoints every 20 iterations, rows every 60: the stop falls inside an interval,
+    # and the resumed row's loss averages the steps before the stop too.
+    config = TrainConfig(iters=120, eval_every=60)
+    with pytest.raises(Interrupted) as e:
+        _fit(config, tmp_path / "run", checkpoint_every=20, on_chunk=_signal_at(signal.SIGINT, 20))
+    assert e.value.iteration % 60 != 0
+    kept = runs.load_checkpoint(tmp_path / "run")
+    assert kept.iteration == e.value.iteration and len(kept.pending) == kept.iteration % 60
+    done = _resume(tmp_path / "run", checkpoint_every=20)
+    straight = _fit(config, tmp_path / "straight", checkpoint_every=20)
+    assert done.metrics["history"] == straight.metrics["history"]  # loss included
+    chex.assert_trees_all_equal(done.params, straight.params)
+
+
+def test_a_second_run_on_a_running_folder_is_refused_and_the_lock_lasts_to_metrics_json(
+    tmp_path, monkeypatch
+):
+    out, refused, seen = tmp_path / "run", [], []
+
+    def second(i):
+        if not refused:
+            for attempt in (lambda: _fit(TrainConfig(iters=40, seed=1), out), lambda: _resume(out)):
+                with pytest.raises(runs.RunError) as e:
+                    attempt()
+                refused.append(str(e.value))
+
+    write_run = runs.write_run
+
+    def watched(folder, *args, **kwargs):
+        write_run(folder, *args, **kwargs)
+        seen.append((folder / runs.LOCK).read_text())  # still held after metrics.json
+
+    monkeypatch.setattr(runs, "write_run", watched)
+    _fit(TrainConfig(iters=80, eval_every=40), out, checkpoint_every=20, on_chunk=second)
+    pid = os.getpid()
+    assert refused[0].startswith(f"out {out} is in use by funcbp process {pid} (its lock is")
+    assert refused[1].startswith(f"resume {out} is in use by funcbp process {pid}")
+    assert seen == [f"{pid}\n"]
+    assert not (out / runs.LOCK).exists() and (out / "metrics.json").is_file()
+
+
+def test_a_full_disk_is_refused_before_anything_compiles(tmp_path, monkeypatch):
+    from funcbp import engine
+
+    real = os.statvfs
+
+    def full(path):
+        s = real(path)
+        return os.statvfs_result((*s[:4], 0, *s[5:]))  # f_bavail: nothing free
+
+    monkeypatch.setattr(os, "statvfs", full)
+    monkeypatch.setattr(engine.Engine, "_compile", lambda *a: pytest.fail("compiled"))
+    out = tmp_path / "deep" / "run"
+    with pytest.raises(runs.RunError, match=rf"^out {out} has 0 bytes free; this needs about"):
+        _fit(TrainConfig(iters=40), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _no_space(f):
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as the kernel says it
+
+
+@pytest.mark.parametrize("failing", ["checkpoint-000000040.npz", "checkpoint.json"])
+def test_a_write_that_fails_mid_run_names_the_file_and_keeps_the_last_checkpoint(
+    tmp_path, monkeypatch, failing
+):
+    write, calls = runs.atomic_write, []
+    nth = 2 if failing == "checkpoint.json" else 1  # the second checkpoint fails
+
+    def full_disk(path, body):
+        calls.append(path.name)
+        return write(path, _no_space if calls.count(failing) == nth else body)
+
+    monkeypatch.setattr(runs, "atomic_write", full_disk)
+    monkeypatch.setattr(runs, "atomic_write_text", lambda p, t: full_disk(p, _text(t)))
+    out, config = tmp_path / "run", TrainConfig(iters=60, eval_every=20)
+    kept = f"kept the checkpoint of iteration 20 in {out}"
+    with pytest.raises(OSError) as e:
+        _fit(config, out, checkpoint_every=20)
+    assert str(e.value) == f"cannot write {out / failing}: No space left on device; {kept}"
+    assert runs.load_checkpoint(out).iteration == 20
+    monkeypatch.undo()
+    done = _resume(out, checkpoint_every=20)
+    straight = _fit(config, tmp_path / "straight", checkpoint_every=20)
+    assert done.metrics["history"] == straight.metrics["history"]
+    chex.assert_trees_all_equal(done.params, straight.params)
+
+
+def _text(text):
+    return lambda f: f.write(text.encode())
+
+
+def test_a_resume_on_other_data_is_refused_naming_the_data_and_the_file(tmp_path, monkeypatch):
+    from funcbp import splits
+
+    out = tmp_path / "run"
+    metrics = _fit(TrainConfig(iters=40, eval_every=20), out).metrics
+    assert set(metrics["data_sha256"]) == {"train", "test"}
+    assert runs.load_checkpoint(out).record["data_sha256"] == metrics["data_sha256"]
+    load = splits.load_for_model
+
+    def shuffled_labels(*args):
+        (x, t), test = load(*args)
+        return (x, np.roll(t, 1)), test
+
+    monkeypatch.setattr(splits, "load_for_model", shuffled_labels)
+    other = rf"^resume {out}: the train set of --data mnist-5k is not the data this run trained on"
+    with pytest.raises(runs.RunError, match=rf"{other} .*{out / 'checkpoint.json'} records"):
+        _resume(out, {"iters": 80})
+    assert runs.load_checkpoint(out).iteration == 40 and not (out / runs.LOCK).exists()
