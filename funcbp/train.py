@@ -152,7 +152,7 @@ def fit(
     stop = Stop() if own else stop
     restore = stop.install() if own else (lambda: None)
     try:
-        return _fit(config, None if out is None else Path(out), checkpoint, folder, stop,
+        return _fit(config, out, checkpoint, folder, stop,
                     on_chunk, overwrite=overwrite, every=checkpoint_every,
                     bar=dict(enabled=progress, log=log, every=log_every))  # fmt: skip
     finally:
@@ -175,6 +175,7 @@ def _fit(config, out, checkpoint, folder, stop, on_chunk, *, overwrite, every, b
         if folder is None:
             folder = held.enter_context(_claim(out, new=checkpoint is None, overwrite=overwrite))
         writes = folder is not None
+        out = folder.path if writes else None if out is None else Path(out)
         engine = Engine(run, data, config.devices)
         template = engine.template()
         check_memory(template, data)

@@ -300,6 +300,22 @@ def test_the_space_check_refuses_a_full_disk_and_a_read_only_folder(tmp_path, mo
             folder.check_space(0)
 
 
+def test_a_folder_that_refuses_the_lock_file_is_refused_on_resume(saved, tmp_path, monkeypatch):
+    # As a read-only folder answers even root; the chmod test below needs a non-root user.
+    out, _, _ = saved
+    run = _copy(out, tmp_path / "run")
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):
+        if os.fspath(path).endswith(runs.LOCK):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(RunError, match=f"^resume {run} is not writable: Read-only file system$"):
+        runs.RunFolder.claim(run, new=False)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only folder")
 def test_a_read_only_folder_is_refused_on_resume(saved, tmp_path):
     out, _, _ = saved

@@ -35,3 +35,21 @@ def test_data_size_and_validation_cut_the_training_set_as_the_book_does():
 def test_a_cut_that_leaves_too_little_is_refused(config, message):
     with pytest.raises(ValueError, match=message):
         load_training_data(config, (784,))
+
+
+def test_each_sets_sha256_changes_with_its_values_shape_or_dtype():
+    from funcbp.splits import Data
+
+    x, t = np.zeros((4, 2), np.float32), np.arange(4, dtype=np.int32)
+    base = Data(x, t, None, None, x[:2], t[:2]).digests()
+    assert set(base) == {"train", "test"} and len(set(base.values())) == 2
+    assert Data(x.copy(), t.copy(), None, None, x[:2], t[:2]).digests() == base
+    for other in (
+        Data(x, np.roll(t, 1), None, None, x[:2], t[:2]),  # shuffled labels
+        Data(x.reshape(2, 4), t, None, None, x[:2], t[:2]),  # same bytes, other shape
+        Data(x.view(np.int32), t, None, None, x[:2], t[:2]),  # same bytes, other dtype
+    ):
+        digests = other.digests()
+        assert digests["train"] != base["train"] and digests["test"] == base["test"]
+    with_val = Data(x[1:], t[1:], x[:1], t[:1], x[:2], t[:2]).digests()
+    assert set(with_val) == {"train", "val", "test"}

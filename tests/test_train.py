@@ -470,3 +470,10 @@ def test_a_resume_on_other_data_is_refused_naming_the_data_and_the_file(tmp_path
     with pytest.raises(runs.RunError, match=rf"{other} .*{out / 'checkpoint.json'} records"):
         _resume(out, {"iters": 80})
     assert runs.load_checkpoint(out).iteration == 40 and not (out / runs.LOCK).exists()
+
+
+def test_an_empty_out_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(runs.RunError, match=r"^out: expected a folder, got ''$"):
+        _fit(TrainConfig(iters=20), "")
+    assert list(tmp_path.iterdir()) == []
