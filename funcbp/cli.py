@@ -181,7 +181,23 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--num-processes", type=_typed(int), metavar="N", help="multi-process: how many"
     )
     how.add_argument("--process-id", type=_typed(int), metavar="I", help="multi-process: this one")
+    how.add_argument(
+        "--connect-timeout",
+        type=_typed(_seconds),
+        metavar="S",
+        help="multi-process: seconds to wait for every process at the start (default 60)",
+    )
     p.set_defaults(run=_run_train)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _run_train(args, stop) -> int:
@@ -189,7 +205,7 @@ def _run_train(args, stop) -> int:
 
     from funcbp import runs
     from funcbp.config import TrainConfig
-    from funcbp.distributed import initialize
+    from funcbp.distributed import CONNECT_TIMEOUT_S, initialize
     from funcbp.train import Diverged, Interrupted, fit, resume
 
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -213,7 +229,9 @@ def _run_train(args, stop) -> int:
         config = TrainConfig(**given)  # every value checked before any data or device
         out = getattr(args, "out", None) or runs.default_out()
     # Before anything touches a device; the JAX_* environment variables work too.
-    initialize(*(getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")))
+    multi = (getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id"))
+    timeout = getattr(args, "connect_timeout", CONNECT_TIMEOUT_S)
+    initialize(*multi, timeout=timeout, prefix="funcbp train")
     try:
         if hasattr(args, "resume"):
             result = resume(out, given, **options)
