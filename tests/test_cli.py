@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -732,5 +733,95 @@ def test_bench_checks_every_output_place_before_timing(monkeypatch, tmp_path, ca
         str(tmp_path),
     ]
     assert main(argv) == 2
-    _one_line_error(capsys, "--json /sys/nope is not writable")
+    _one_line_error(capsys, "--json /sys/nope/r.json is not writable")
     assert not list(tmp_path.iterdir())
+
+
+# --- output paths: written as the user meant, checked before any work ------------------
+
+
+EMPTY_PATHS = [
+    ["train", "--out", ""],
+    ["train", "--resume", ""],
+    ["evaluate", "--params", "", "--model", "two-layer"],
+    ["evaluate", "--params", "p.npz", "--model", "two-layer", "--json", ""],
+    ["gradcheck", "--json", ""],
+    ["bench", "--json", ""],
+    ["bench", "--plot", ""],
+    ["bench", "--out", ""],
+    ["graph", "relu", "--out", ""],
+    ["chapter", "5", "--out", ""],
+    ["experiment", "ch06-optimizers", "--out", ""],
+]
+
+
+@pytest.mark.parametrize("argv", EMPTY_PATHS, ids=" ".join)
+def test_an_empty_path_is_refused_not_read_as_the_default(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _exit_status(argv) == 2
+    flag = argv[argv.index("") - 1]
+    _one_line_error(capsys, f"{flag}: expected a path, got ''")
+    assert not list(tmp_path.iterdir())  # no runs/<default> and no file
+
+
+def _refuse_work(monkeypatch):
+    from funcbp import bench, checks, runs
+    from funcbp.chapter5 import book
+
+    for module, name in [(checks, "run_checks"), (bench, "run_bench"), (runs, "evaluate_params"),
+                         (book, "write_chapter")]:  # fmt: skip
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("worked before checking"))
+
+
+FOLDER_OUTPUTS = [
+    ["gradcheck", "--json", "{d}"],
+    ["evaluate", "--params", "p.npz", "--model", "two-layer", "--json", "{d}"],
+    ["bench", "--json", "{d}"],
+    ["bench", "--plot", "{d}"],
+    ["bench", "--out", "{f}"],
+    ["graph", "relu", "--out", "{d}"],
+    ["chapter", "5", "--out", "{f}"],
+]
+
+
+@pytest.mark.parametrize("argv", FOLDER_OUTPUTS, ids=" ".join)
+def test_a_folder_for_a_file_or_a_file_for_a_folder_is_refused_before_any_work(
+    argv, tmp_path, monkeypatch, capsys
+):
+    _refuse_work(monkeypatch)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("keep")
+    argv = [a.format(d=tmp_path / "d", f=tmp_path / "f") for a in argv]
+    assert _exit_status(argv) == 2
+    _one_line_error(capsys, "expected a f")  # "a file" or "a folder"
+    assert (tmp_path / "f").read_text() == "keep" and not list((tmp_path / "d").iterdir())
+
+
+def test_json_onto_a_symlink_writes_its_target_and_keeps_the_link(tmp_path, capsys):
+    (tmp_path / "link.json").symlink_to("target.json")
+    argv = ["gradcheck", "--only", "relu", "--json", str(tmp_path / "link.json")]
+    assert main(argv) == 0
+    assert (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "target.json").read_text())["ok"] is True
+
+
+def test_json_onto_a_fifo_is_streamed_and_the_fifo_stays(tmp_path, capsys):
+    import threading
+
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["gradcheck", "--only", "relu", "--json", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert json.loads(got[0])["ok"] is True
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_json_onto_a_full_device_is_one_line_and_the_device_stays(capsys):
+    before = os.stat("/dev/full")
+    assert main(["gradcheck", "--only", "relu", "--json", "/dev/full"]) == 2
+    _one_line_error(capsys, "cannot write /dev/full")
+    after = os.stat("/dev/full")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
