@@ -581,23 +581,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that run under supervise; the others handle signals themselves.
+_SUPERVISED = {"train", "evaluate", "gradcheck", "bench", "graph", "chapter"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``funcbp`` command line; returns the exit status.
 
-    For ``funcbp train``, SIGINT and SIGTERM are handled from the first line,
-    before JAX is imported: the command runs in a worker thread while this one
-    waits and answers them (:func:`funcbp.stopping.supervise`). The other
-    commands run here and handle signals themselves.
+    For the commands of ``_SUPERVISED``, SIGINT, SIGTERM and SIGHUP are
+    handled from the first line, before JAX is imported: the command runs in a
+    worker thread while this one waits and answers them
+    (:func:`funcbp.stopping.supervise`). The first signal decides the status,
+    128 + its number, and the message is one line; later signals are absorbed,
+    up to the process's end. ``funcbp train`` stops at a checkpoint; the others
+    stop at once.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["train"]:
+    command = argv[0] if argv else None
+    if command not in _SUPERVISED:
         return _command(argv)
-    stop = Stop()
+    stop = Stop(checkpoints=command == "train")
     restore = stop.install()
     try:
-        return supervise(lambda: _command(argv, stop), stop, prefix="funcbp train")
+        return supervise(lambda: _command(argv, stop), stop, prefix=f"funcbp {command}")
     finally:
-        restore()
+        stop.uninstall(restore)
 
 
 def _check_outputs(args, *flags: str) -> None:

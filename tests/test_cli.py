@@ -825,3 +825,123 @@ def test_json_onto_a_full_device_is_one_line_and_the_device_stays(capsys):
     _one_line_error(capsys, "cannot write /dev/full")
     after = os.stat("/dev/full")
     assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+# --- signals at the edges: one line, 128 + the first signal, later ones absorbed ----------
+
+# The child waits in the hooked call, after saying so on stdout, until the test lets it go.
+EDGE_MAIN = """
+import atexit, os, sys, time
+GO = sys.argv[1]
+def wait(marker):
+    print(marker, flush=True)
+    while not os.path.exists(GO):
+        time.sleep(0.01)
+{hook}
+from funcbp.cli import main
+status = main(sys.argv[2:])
+atexit.register(wait, "EXITING")  # runs first among the exit hooks, JAX's included
+sys.exit(status)
+"""
+EDGE_HOOKS = {
+    "gradcheck": "from funcbp import checks\nchecks.run_checks = lambda *a, **k: wait('WORKING')",
+    "evaluate": "from funcbp import runs\nruns.evaluate_params = lambda *a, **k: wait('WORKING')",
+    "bench": "from funcbp import bench\nbench.run_bench = lambda *a, **k: wait('WORKING')",
+    "chapter": "import funcbp.chapter5 as c\nc.write_chapter = lambda *a, **k: wait('WORKING')",
+}
+EDGE_ARGV = {
+    "gradcheck": ["gradcheck"],
+    "evaluate": ["evaluate", "--params", "p.npz", "--model", "two-layer"],
+    "bench": ["bench", "--quick", "--no-torch"],
+    "chapter": ["chapter", "5"],
+}
+
+
+def _edge_child(hook, argv, tmp_path):
+    code = EDGE_MAIN.format(hook=hook)
+    go = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(go), *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    return proc, go
+
+
+def _wait_for_line(proc, marker):
+    return any(line.strip() == marker for line in proc.stdout)  # False: it ended first
+
+
+def _one_line_status(proc, signum, prefix):
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prefix}: stopped by {signal.Signals(signum).name}"), err
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("command", EDGE_HOOKS)
+def test_every_long_command_stops_on_any_signal_with_one_line(command, signum, tmp_path):
+    proc, _ = _edge_child(EDGE_HOOKS[command], EDGE_ARGV[command], tmp_path)
+    assert _wait_for_line(proc, "WORKING")
+    proc.send_signal(signum)
+    _one_line_status(proc, signum, f"funcbp {command}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signals",
+    [
+        (signal.SIGTERM, signal.SIGINT),
+        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGHUP, signal.SIGTERM),
+    ],
+    ids=lambda s: "+".join(signal.Signals(n).name for n in s),
+)
+def test_the_first_of_two_quick_signals_decides_and_the_second_is_absorbed(signals, tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--iters", "3000", "--eval-every", "3000", "--checkpoint-every", "40"]
+    proc = _start([*argv[1:], "--quiet", "--out", str(run)], tmp_path)
+    _wait_for_checkpoint(run, proc)
+    for signum in signals:
+        proc.send_signal(signum)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signals[0], err[-3000:]
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"stopped by {signal.Signals(signals[0]).name}" in err and "--resume" in err
+    assert main(["train", "--quiet", "--resume", str(run)]) == 0
+
+
+FINAL_HOOKS = {
+    "final evaluation": "from funcbp import train\n_f = train.RunEvaluator.final\n"
+    "def final(self, *a, **k):\n    wait('FINAL')\n    return _f(self, *a, **k)\n"
+    "train.RunEvaluator.final = final",
+    "final writes": "from funcbp import runs\n_w = runs.write_run\n"
+    "def write_run(*a, **k):\n    wait('FINAL')\n    return _w(*a, **k)\n"
+    "runs.write_run = write_run",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", FINAL_HOOKS)
+def test_sigterm_at_the_end_then_more_signals_in_the_exit_hooks_is_one_line_and_143(
+    phase, tmp_path
+):
+    run = tmp_path / "run"
+    argv = ["train", "--iters", "80", "--eval-every", "40", "--quiet", "--out", str(run)]
+    proc, go = _edge_child(FINAL_HOOKS[phase], argv, tmp_path)
+    assert _wait_for_line(proc, "FINAL")
+    proc.send_signal(signal.SIGTERM)
+    go.write_text("")
+    # Stopping by itself, the run returns through the exit hooks; signals there are absorbed.
+    if _wait_for_line(proc, "EXITING"):
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+    err = _one_line_status(proc, signal.SIGTERM, "funcbp train")
+    if "every file is in" in err:  # the writes were finished
+        assert (run / "metrics.json").is_file() and (run / "params.npz").is_file()
+    else:  # or the last checkpoint was left, and resumes
+        assert "--resume" in err
+        assert main(["train", "--quiet", "--resume", str(run)]) == 0
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
