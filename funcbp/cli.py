@@ -26,7 +26,7 @@ def _emit(obj: object, json_dest: str | None, text: str) -> None:
     """Writes ``obj`` as JSON to a file or stdout (``-``), and ``text`` unless stdout has JSON."""
     from funcbp.io import atomic_write_text
 
-    if json_dest:
+    if json_dest is not None:
         dumped = json.dumps(obj, indent=2) + "\n"
         if json_dest == "-":
             sys.stdout.write(dumped)
@@ -81,6 +81,7 @@ def _add_gradcheck(p: argparse.ArgumentParser) -> None:
 
 
 def _run_gradcheck(args) -> int:
+    _check_outputs(args, "json")
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -181,7 +182,23 @@ def _add_train(p: argparse.ArgumentParser) -> None:
         "--num-processes", type=_typed(int), metavar="N", help="multi-process: how many"
     )
     how.add_argument("--process-id", type=_typed(int), metavar="I", help="multi-process: this one")
+    how.add_argument(
+        "--connect-timeout",
+        type=_typed(_seconds),
+        metavar="S",
+        help="multi-process: seconds to wait for every process at the start (default 60)",
+    )
     p.set_defaults(run=_run_train)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise ValueError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _run_train(args, stop) -> int:
@@ -189,7 +206,7 @@ def _run_train(args, stop) -> int:
 
     from funcbp import runs
     from funcbp.config import TrainConfig
-    from funcbp.distributed import initialize
+    from funcbp.distributed import CONNECT_TIMEOUT_S, initialize
     from funcbp.train import Diverged, Interrupted, fit, resume
 
     fields = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -211,9 +228,11 @@ def _run_train(args, stop) -> int:
         out = args.resume
     else:
         config = TrainConfig(**given)  # every value checked before any data or device
-        out = getattr(args, "out", None) or runs.default_out()
+        out = args.out if hasattr(args, "out") else runs.default_out()
     # Before anything touches a device; the JAX_* environment variables work too.
-    initialize(*(getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id")))
+    multi = (getattr(args, k, None) for k in ("coordinator", "num_processes", "process_id"))
+    timeout = getattr(args, "connect_timeout", CONNECT_TIMEOUT_S)
+    initialize(*multi, timeout=timeout, prefix="funcbp train")
     try:
         if hasattr(args, "resume"):
             result = resume(out, given, **options)
@@ -261,6 +280,7 @@ def _run_evaluate(args) -> int:
     from funcbp import summary
     from funcbp.runs import evaluate_params, evaluate_run
 
+    _check_outputs(args, "json")
     if (args.run_dir is None) == (args.params is None):
         raise UsageError("give a RUN_DIR or --params FILE (with --model), not both or neither")
     if args.params is not None:
@@ -307,13 +327,15 @@ def _run_bench(args) -> int:
     from pathlib import Path
 
     from funcbp.bench import format_table, plot_bench, run_bench, settings
-    from funcbp.io import check_writable
+    from funcbp.io import check_output_path, check_writable
 
     # Every setting and output place is checked before the minutes of timing, not after.
     steps = settings(args.model, args.steps, args.rounds, args.seeds, args.quick)
-    for dest, what in ((args.out, "--out"), (args.plot, "--plot"), (args.json, "--json")):
-        if dest and dest != "-":
-            check_writable(dest if what == "--out" else Path(dest).parent, what)
+    _check_outputs(args, "json", "plot")
+    if args.out is not None:
+        check_writable(args.out, "--out")
+        for name in ("bench.json", "bench.png"):
+            check_output_path(Path(args.out) / name, "--out")
 
     # With --json - stdout is the JSON alone; progress goes to stderr.
     log = (lambda line: print(line, file=sys.stderr)) if args.json == "-" else print
@@ -329,11 +351,13 @@ def _run_bench(args) -> int:
     )
     table = format_table(report)
     # Files only where asked for: --plot, or --out (bench.json and bench.png there).
-    plot = Path(args.plot) if args.plot else (Path(args.out) / "bench.png" if args.out else None)
+    plot = Path(args.out) / "bench.png" if args.out is not None else None
+    plot = Path(args.plot) if args.plot is not None else plot
     if plot is not None:
         report["plot"] = str(plot_bench(report, plot))
         table += f"\nwrote {plot}"
-    json_dest = args.json or (str(Path(args.out) / "bench.json") if args.out else None)
+    json_dest = str(Path(args.out) / "bench.json") if args.out is not None else None
+    json_dest = args.json if args.json is not None else json_dest
     _emit(report, json_dest, table)
     return 0
 
@@ -383,6 +407,10 @@ def _add_graph(p: argparse.ArgumentParser) -> None:
 def _run_graph(args) -> int:
     from pathlib import Path
 
+    from funcbp.io import check_output_path
+
+    out = Path(args.out if args.out is not None else f"{args.example}.svg")
+    check_output_path(out, "--out")
     import jax
 
     # float64, so the picture shows the book's 220 and 2.2.
@@ -392,7 +420,6 @@ def _run_graph(args) -> int:
 
     if args.example not in DRAWABLE:
         raise UsageError(f"unknown example {args.example!r}; choose from {', '.join(DRAWABLE)}")
-    out = Path(args.out or f"{args.example}.svg")
     if out.suffix.lower() not in FORMATS:
         raise UsageError(f"--out {out}: the suffix must be one of {', '.join(FORMATS)}")
     try:
@@ -423,7 +450,7 @@ def _run_chapter(args) -> int:
     jax.config.update("jax_enable_x64", True)
     from funcbp.chapter5 import write_chapter
 
-    out = args.out or ("chapter5" if args.lang == "en" else "chapter5-ko")
+    out = args.out if args.out is not None else ("chapter5" if args.lang == "en" else "chapter5-ko")
     try:
         written = write_chapter(out, args.lang, args.max_elements)
     except RuntimeError as e:
@@ -554,28 +581,51 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that run under supervise; the others handle signals themselves.
+_SUPERVISED = {"train", "evaluate", "gradcheck", "bench", "graph", "chapter"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``funcbp`` command line; returns the exit status.
 
-    For ``funcbp train``, SIGINT and SIGTERM are handled from the first line,
-    before JAX is imported: the command runs in a worker thread while this one
-    waits and answers them (:func:`funcbp.stopping.supervise`). The other
-    commands run here and handle signals themselves.
+    For the commands of ``_SUPERVISED``, SIGINT, SIGTERM and SIGHUP are
+    handled from the first line, before JAX is imported: the command runs in a
+    worker thread while this one waits and answers them
+    (:func:`funcbp.stopping.supervise`). The first signal decides the status,
+    128 + its number, and the message is one line; later signals are absorbed,
+    up to the process's end. ``funcbp train`` stops at a checkpoint; the others
+    stop at once.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["train"]:
+    command = argv[0] if argv else None
+    if command not in _SUPERVISED:
         return _command(argv)
-    stop = Stop()
+    stop = Stop(checkpoints=command == "train")
     restore = stop.install()
     try:
-        return supervise(lambda: _command(argv, stop), stop, prefix="funcbp train")
+        return supervise(lambda: _command(argv, stop), stop, prefix=f"funcbp {command}")
     finally:
-        restore()
+        stop.uninstall(restore)
+
+
+def _check_outputs(args, *flags: str) -> None:
+    """Each output file given is one that can be written as meant, before any work."""
+    from funcbp.io import check_output_path
+
+    for flag in flags:
+        if getattr(args, flag) is not None:
+            check_output_path(getattr(args, flag), f"--{flag}")
+
+
+_PATH_FLAGS = ("out", "json", "plot", "resume", "params", "run_dir", "data", "table")
 
 
 def _command(argv: list[str], stop: Stop | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        for flag in _PATH_FLAGS:  # '' would read as "not given" somewhere; it is refused
+            if getattr(args, flag, None) == "":
+                raise UsageError(f"--{flag.replace('_', '-')}: expected a path, got ''")
         return args.run(args, stop) if args.command == "train" else args.run(args)
     except (UsageError, ValueError, OSError) as e:
         # DataError is a ValueError; bad values from the layers and config are too.

@@ -10,6 +10,8 @@ Every process feeds its own rows of each global minibatch with
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from typing import Any
 
 import jax
@@ -19,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 
 __all__ = [
     "AXIS",
+    "CONNECT_TIMEOUT_S",
     "MESH_AXES",
     "data_parallel_mesh",
     "feed_batches",
@@ -29,18 +32,26 @@ __all__ = [
 
 AXIS = "batch"
 MESH_AXES = {"explicit": AxisType.Explicit, "auto": AxisType.Auto}
+CONNECT_TIMEOUT_S = 60.0  # how long the processes of a run wait for each other at the start
 
 
 def initialize(
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
+    timeout: float = CONNECT_TIMEOUT_S,
+    prefix: str = "funcbp",
 ) -> bool:
     """Joins a multi-process run, from arguments or the environment.
 
     Without arguments, it reads ``JAX_COORDINATOR_ADDRESS``,
     ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``; where none is set it does
     nothing and returns False. On CPU the collectives go through gloo.
+
+    If the processes have not all met within ``timeout`` seconds, the process
+    exits with status 2 and one line on stderr, ``prefix: error: ...``, naming
+    the coordinator. (JAX's own timeout aborts the process from C++ with a
+    stack trace, which cannot be caught, so a watchdog thread comes first.)
     """
     env = os.environ
     coordinator = coordinator or env.get("JAX_COORDINATOR_ADDRESS")
@@ -56,12 +67,41 @@ def initialize(
         raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     if process_id is None or not 0 <= process_id < num_processes:
         raise ValueError(f"process_id must be in [0, {num_processes}), got {process_id}")
+    if not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     # CPU devices of several processes need a collectives backend; GPUs and TPUs bring theirs.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id
-    )
+    message = _unmet(coordinator, num_processes, process_id, timeout)
+    watchdog = threading.Timer(timeout, _give_up, (f"{prefix}: error: {message}",))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=int(timeout) + 30,  # the watchdog's, not JAX's abort
+        )
+    finally:
+        watchdog.cancel()
     return True
+
+
+def _unmet(coordinator: str, num_processes: int, process_id: int, timeout: float) -> str:
+    """The line for processes that did not meet in time."""
+    within = f"within {timeout:g} s (process {process_id} of {num_processes})"
+    if process_id == 0:
+        met = f"not every process joined the coordinator {coordinator} {within}"
+    else:
+        met = f"could not reach the coordinator {coordinator} {within}"
+    return f"{met}; start every process with the same --coordinator and --num-processes"
+
+
+def _give_up(line: str) -> None:
+    # JAX's connect() holds no lock this thread needs, and cannot be interrupted: leave now.
+    print(line, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
 
 
 def data_parallel_mesh(devices: int | None = None, axes: str = "explicit") -> Mesh | None:

@@ -304,6 +304,19 @@ def _logits(x: Array) -> None:
         )
 
 
+def _some_logit_unmasked(x: Array) -> None:
+    """A row of only masked (-inf) logits has no softmax: refused where x is concrete."""
+    if isinstance(x, jax.core.Tracer):
+        return
+    masked = np.all(np.isneginf(np.asarray(x)), axis=-1)
+    if masked.any():
+        index = tuple(np.argwhere(masked)[0]) if masked.ndim else ()
+        raise ValueError(
+            f"x must have a logit above -inf in every row, got a row of only -inf"
+            f"{_at(index, 'x')}, which has no softmax"
+        )
+
+
 def _log_softmax(x: Array) -> Array:
     """log softmax(x) over the last axis, the max taken out first.
 
@@ -523,6 +536,11 @@ _vma.defvjp(affine, _affine_fwd, _affine_bwd)
 def softmax(x: ArrayLike) -> Array:
     """Softmax over the last axis, with the max subtracted first.
 
+    Masked logits (-inf) get probability 0. A row with every logit masked, or
+    a +inf logit, has no softmax: refused when x is concrete; under ``jit`` or
+    ``vmap`` its row is nan. (:func:`softmax_with_loss` gives a fully masked
+    row an infinite loss instead.)
+
     Backward: ``dx = y * (dout - sum(dout * y, -1))`` with y the output.
     """
     return _softmax_fwd(x)[0]
@@ -532,6 +550,8 @@ def _softmax_fwd(x):
     x = _floating("x", x)
     if x.ndim < 1:
         raise ValueError(f"x must have at least 1 dim (the classes), got shape {x.shape}")
+    _logits(x)
+    _some_logit_unmasked(x)
     e = jnp.exp(x - jax.lax.stop_gradient(jnp.max(x, axis=-1, keepdims=True)))
     y = e / jnp.sum(e, axis=-1, keepdims=True)
     return y, y

@@ -13,6 +13,12 @@ has not stopped by itself within the grace period, or has nothing unsaved,
 the process exits at once with one line, after any file being written is
 complete. ``funcbp train`` installs the handlers before it imports JAX.
 
+The first signal decides the exit status, 128 + its number (130 for SIGINT,
+143 for SIGTERM, 129 for SIGHUP). Once one has come, the handlers stay until
+the process is gone (:meth:`Stop.uninstall`), so later ones are only recorded,
+even during the interpreter's exit: no ``KeyboardInterrupt`` from an exit
+hook, no death by the second signal.
+
 No JAX here.
 """
 
@@ -43,10 +49,11 @@ class Stop:
     once it reads :attr:`requested` between chunks.
     """
 
-    def __init__(self, resume_command: str | None = None) -> None:
+    def __init__(self, resume_command: str | None = None, *, checkpoints: bool = True) -> None:
         self.signals: list[int] = []
         # How the goodbye says to continue; default ``funcbp train --resume <the run folder>``.
         self.resume_command = resume_command
+        self.checkpoints = checkpoints  # False: a command with nothing to resume
         self.out: Path | None = None  # the run folder, once it holds a checkpoint
         self.saved_at: int | None = None  # the iteration of the checkpoint on disk
         self.resumed_from: int | None = None  # the checkpoint this run started from
@@ -73,6 +80,11 @@ class Stop:
 
         return restore
 
+    def uninstall(self, restore: Callable[[], None]) -> None:
+        """``restore()``, unless a signal has come: then further ones are recorded to the end."""
+        if not self.signals:
+            restore()
+
     @contextlib.contextmanager
     def writing(self) -> Iterator[None]:
         """Held while a file is written: the process never exits half-way through one."""
@@ -89,6 +101,8 @@ class Stop:
         """One line: which signal stopped the run, where, what was kept, how to resume."""
         name = signal.Signals(self.requested or signal.SIGINT).name
         where = f" {where}" if where else ""
+        if not self.checkpoints:
+            return f"stopped by {name}{where}"
         if self.saved_at is None:
             return f"stopped by {name}{where}; nothing was written"
         kept = f"the checkpoint of iteration {self.saved_at} in {self.out}"
@@ -135,7 +149,13 @@ def supervise(work: Callable[[], Any], stop: Stop, *, prefix: str, grace: float 
 
 def _exit_now(stop: Stop, prefix: str) -> None:
     with stop.writing():  # a file being written is finished first; no other starts
-        print(f"{prefix}: {stop.goodbye()}", file=sys.stderr)
-        sys.stderr.flush()
-        sys.stdout.flush()
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()  # what was printed comes before the goodbye
+        line = f"{prefix}: {stop.goodbye()}\n".encode(errors="replace")
+        with contextlib.suppress(OSError):
+            os.write(2, line)
+            # Nothing after the goodbye: the worker's or XLA's threads write into the void.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
         os._exit(128 + (stop.requested or signal.SIGINT))

@@ -4,6 +4,7 @@ import gzip
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -559,9 +560,9 @@ def test_a_signal_in_any_phase_stops_the_run_with_one_line(phase, signum, tmp_pa
     assert proc.stderr.startswith(f"funcbp train: stopped by {name}")
     if phase == "import":  # nothing had started: no folder
         assert "nothing was written" in proc.stderr and not run.exists()
-    elif phase == "final writes":  # every file is written before the process goes
-        assert "every file is in" in proc.stderr and (run / "metrics.json").is_file()
-    elif run.exists():  # whatever was left is a checkpoint that resumes
+    elif "every file is in" in proc.stderr:  # the final writes were finished
+        assert phase == "final writes" and (run / "metrics.json").is_file()
+    elif run.exists():  # whatever was left (final writes past the grace too) is a checkpoint
         assert f"resume with funcbp train --resume {run}" in proc.stderr
         assert main(["train", "--quiet", "--resume", str(run)]) == 0
     assert not [p for p in (run.iterdir() if run.exists() else []) if p.name.endswith(".tmp")]
@@ -732,5 +733,215 @@ def test_bench_checks_every_output_place_before_timing(monkeypatch, tmp_path, ca
         str(tmp_path),
     ]
     assert main(argv) == 2
-    _one_line_error(capsys, "--json /sys/nope is not writable")
+    _one_line_error(capsys, "--json /sys/nope/r.json is not writable")
     assert not list(tmp_path.iterdir())
+
+
+# --- output paths: written as the user meant, checked before any work ------------------
+
+
+EMPTY_PATHS = [
+    ["train", "--out", ""],
+    ["train", "--resume", ""],
+    ["evaluate", "--params", "", "--model", "two-layer"],
+    ["evaluate", "--params", "p.npz", "--model", "two-layer", "--json", ""],
+    ["gradcheck", "--json", ""],
+    ["bench", "--json", ""],
+    ["bench", "--plot", ""],
+    ["bench", "--out", ""],
+    ["graph", "relu", "--out", ""],
+    ["chapter", "5", "--out", ""],
+    ["experiment", "ch06-optimizers", "--out", ""],
+]
+
+
+@pytest.mark.parametrize("argv", EMPTY_PATHS, ids=" ".join)
+def test_an_empty_path_is_refused_not_read_as_the_default(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _exit_status(argv) == 2
+    flag = argv[argv.index("") - 1]
+    _one_line_error(capsys, f"{flag}: expected a path, got ''")
+    assert not list(tmp_path.iterdir())  # no runs/<default> and no file
+
+
+def _refuse_work(monkeypatch):
+    from funcbp import bench, checks, runs
+    from funcbp.chapter5 import book
+
+    for module, name in [(checks, "run_checks"), (bench, "run_bench"), (runs, "evaluate_params"),
+                         (book, "write_chapter")]:  # fmt: skip
+        monkeypatch.setattr(module, name, lambda *a, **k: pytest.fail("worked before checking"))
+
+
+FOLDER_OUTPUTS = [
+    ["gradcheck", "--json", "{d}"],
+    ["evaluate", "--params", "p.npz", "--model", "two-layer", "--json", "{d}"],
+    ["bench", "--json", "{d}"],
+    ["bench", "--plot", "{d}"],
+    ["bench", "--out", "{f}"],
+    ["graph", "relu", "--out", "{d}"],
+    ["chapter", "5", "--out", "{f}"],
+]
+
+
+@pytest.mark.parametrize("argv", FOLDER_OUTPUTS, ids=" ".join)
+def test_a_folder_for_a_file_or_a_file_for_a_folder_is_refused_before_any_work(
+    argv, tmp_path, monkeypatch, capsys
+):
+    _refuse_work(monkeypatch)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("keep")
+    argv = [a.format(d=tmp_path / "d", f=tmp_path / "f") for a in argv]
+    assert _exit_status(argv) == 2
+    _one_line_error(capsys, "expected a f")  # "a file" or "a folder"
+    assert (tmp_path / "f").read_text() == "keep" and not list((tmp_path / "d").iterdir())
+
+
+def test_json_onto_a_symlink_writes_its_target_and_keeps_the_link(tmp_path, capsys):
+    (tmp_path / "link.json").symlink_to("target.json")
+    argv = ["gradcheck", "--only", "relu", "--json", str(tmp_path / "link.json")]
+    assert main(argv) == 0
+    assert (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "target.json").read_text())["ok"] is True
+
+
+def test_json_onto_a_fifo_is_streamed_and_the_fifo_stays(tmp_path, capsys):
+    import threading
+
+    fifo = tmp_path / "report.json"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    assert main(["gradcheck", "--only", "relu", "--json", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert json.loads(got[0])["ok"] is True
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_json_onto_a_full_device_is_one_line_and_the_device_stays(capsys):
+    before = os.stat("/dev/full")
+    assert main(["gradcheck", "--only", "relu", "--json", "/dev/full"]) == 2
+    _one_line_error(capsys, "cannot write /dev/full")
+    after = os.stat("/dev/full")
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+# --- signals at the edges: one line, 128 + the first signal, later ones absorbed ----------
+
+# The child waits in the hooked call, after saying so on stdout, until the test lets it go.
+EDGE_MAIN = """
+import atexit, os, sys, time
+GO = sys.argv[1]
+def wait(marker):
+    print(marker, flush=True)
+    while not os.path.exists(GO):
+        time.sleep(0.01)
+{hook}
+from funcbp.cli import main
+status = main(sys.argv[2:])
+atexit.register(wait, "EXITING")  # runs first among the exit hooks, JAX's included
+sys.exit(status)
+"""
+EDGE_HOOKS = {
+    "gradcheck": "from funcbp import checks\nchecks.run_checks = lambda *a, **k: wait('WORKING')",
+    "evaluate": "from funcbp import runs\nruns.evaluate_params = lambda *a, **k: wait('WORKING')",
+    "bench": "from funcbp import bench\nbench.run_bench = lambda *a, **k: wait('WORKING')",
+    "chapter": "import funcbp.chapter5 as c\nc.write_chapter = lambda *a, **k: wait('WORKING')",
+}
+EDGE_ARGV = {
+    "gradcheck": ["gradcheck"],
+    "evaluate": ["evaluate", "--params", "p.npz", "--model", "two-layer"],
+    "bench": ["bench", "--quick", "--no-torch"],
+    "chapter": ["chapter", "5"],
+}
+
+
+def _edge_child(hook, argv, tmp_path):
+    code = EDGE_MAIN.format(hook=hook)
+    go = tmp_path / "go"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(go), *argv],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=ENV,
+    )  # fmt: skip
+    return proc, go
+
+
+def _wait_for_line(proc, marker):
+    return any(line.strip() == marker for line in proc.stdout)  # False: it ended first
+
+
+def _one_line_status(proc, signum, prefix):
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"{prefix}: stopped by {signal.Signals(signum).name}"), err
+    return err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.parametrize("command", EDGE_HOOKS)
+def test_every_long_command_stops_on_any_signal_with_one_line(command, signum, tmp_path):
+    proc, _ = _edge_child(EDGE_HOOKS[command], EDGE_ARGV[command], tmp_path)
+    assert _wait_for_line(proc, "WORKING")
+    proc.send_signal(signum)
+    _one_line_status(proc, signum, f"funcbp {command}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "signals",
+    [
+        (signal.SIGTERM, signal.SIGINT),
+        (signal.SIGINT, signal.SIGINT),
+        (signal.SIGHUP, signal.SIGTERM),
+    ],
+    ids=lambda s: "+".join(signal.Signals(n).name for n in s),
+)
+def test_the_first_of_two_quick_signals_decides_and_the_second_is_absorbed(signals, tmp_path):
+    run = tmp_path / "run"
+    argv = ["train", "--iters", "3000", "--eval-every", "3000", "--checkpoint-every", "40"]
+    proc = _start([*argv[1:], "--quiet", "--out", str(run)], tmp_path)
+    _wait_for_checkpoint(run, proc)
+    for signum in signals:
+        proc.send_signal(signum)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 128 + signals[0], err[-3000:]
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"stopped by {signal.Signals(signals[0]).name}" in err and "--resume" in err
+    assert main(["train", "--quiet", "--resume", str(run)]) == 0
+
+
+FINAL_HOOKS = {
+    "final evaluation": "from funcbp import train\n_f = train.RunEvaluator.final\n"
+    "def final(self, *a, **k):\n    wait('FINAL')\n    return _f(self, *a, **k)\n"
+    "train.RunEvaluator.final = final",
+    "final writes": "from funcbp import runs\n_w = runs.write_run\n"
+    "def write_run(*a, **k):\n    wait('FINAL')\n    return _w(*a, **k)\n"
+    "runs.write_run = write_run",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", FINAL_HOOKS)
+def test_sigterm_at_the_end_then_more_signals_in_the_exit_hooks_is_one_line_and_143(
+    phase, tmp_path
+):
+    run = tmp_path / "run"
+    argv = ["train", "--iters", "80", "--eval-every", "40", "--quiet", "--out", str(run)]
+    proc, go = _edge_child(FINAL_HOOKS[phase], argv, tmp_path)
+    assert _wait_for_line(proc, "FINAL")
+    proc.send_signal(signal.SIGTERM)
+    go.write_text("")
+    # Stopping by itself, the run returns through the exit hooks; signals there are absorbed.
+    if _wait_for_line(proc, "EXITING"):
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+    err = _one_line_status(proc, signal.SIGTERM, "funcbp train")
+    if "every file is in" in err:  # the writes were finished
+        assert (run / "metrics.json").is_file() and (run / "params.npz").is_file()
+    else:  # or the last checkpoint was left, and resumes
+        assert "--resume" in err
+        assert main(["train", "--quiet", "--resume", str(run)]) == 0
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]

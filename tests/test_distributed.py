@@ -258,3 +258,21 @@ def test_two_processes_match_each_other_and_a_single_process_run(tmp_path):
     for k in single:
         np.testing.assert_array_equal(p0[k], p1[k])
         np.testing.assert_allclose(p0[k], single[k], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("process_id", [0, 1])
+def test_a_missing_peer_is_one_line_naming_the_coordinator_within_the_timeout(process_id):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    argv = ["train", "--num-processes", "2", "--process-id", str(process_id), "--iters", "4",
+            "--coordinator", f"127.0.0.1:{port}", "--connect-timeout", "2"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "funcbp.cli", *argv],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("funcbp train: error: ") and f"127.0.0.1:{port} within 2 s" in line
+    assert f"(process {process_id} of 2)" in line and "--coordinator" in line

@@ -827,3 +827,26 @@ def test_bad_input_raises_under_jit_and_grad_too():
         jax.jit(jax.grad(lambda W: jnp.sum(funcbp.affine(jnp.ones((2, 3)), W, jnp.ones(5)))))(
             jnp.ones((4, 5))
         )
+
+
+# --- plain softmax at the edges: what has no softmax is refused, not nan ------------------
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        ([[1.0, 0.5], [-_INF, -_INF]], r"a row of only -inf at x\[1\], which has no softmax"),
+        ([-_INF, -_INF, -_INF], r"a row of only -inf, which has no softmax"),
+        ([[1.0, _INF, 0.5]], r"x must not hold \+inf, which has no softmax .*at x\[0, 1\]"),
+    ],
+    ids=["a row all -inf", "a batch of one all -inf", "a +inf logit"],
+)
+def test_softmax_refuses_a_row_with_no_softmax_when_concrete(x, message):
+    x = jnp.array(x, jnp.float64)
+    with pytest.raises(ValueError, match=message):
+        layers.softmax(x)
+    assert np.isnan(np.asarray(jax.jit(layers.softmax)(x))).any()  # as documented under jit
+
+
+def test_softmax_gives_a_masked_class_probability_0():
+    np.testing.assert_allclose(layers.softmax(jnp.array(_MASKED, jnp.float64)), [_P], rtol=1e-12)

@@ -67,3 +67,29 @@ def test_a_stoppable_worker_gets_to_stop_by_itself():
         assert supervise(work, stop, prefix="funcbp x") == "stopped myself"
     finally:
         restore()
+
+
+def test_after_a_signal_the_handlers_stay_and_later_signals_are_only_recorded():
+    before = signal.getsignal(signal.SIGINT)
+    stop = Stop()
+    restore = stop.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)
+        stop.uninstall(restore)  # a signal came: the handlers stay
+        os.kill(os.getpid(), signal.SIGINT)  # no KeyboardInterrupt
+        time.sleep(0.01)
+        assert stop.signals == [signal.SIGTERM, signal.SIGINT]
+        assert stop.requested == signal.SIGTERM  # the first decides
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGINT) is before
+    quiet = Stop()
+    quiet.uninstall(quiet.install())  # no signal: restored at once
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_command_without_checkpoints_says_only_which_signal_stopped_it():
+    stop = Stop(checkpoints=False)
+    stop.signals.append(signal.SIGHUP)
+    assert stop.goodbye() == "stopped by SIGHUP"
