@@ -455,8 +455,9 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_experiment)
 
 
-def _run_experiment(args) -> int:
+def _run_experiment(args, stop) -> int:
     from funcbp import experiments
+    from funcbp.train import Interrupted
 
     if args.list:
         print(experiments.listing())
@@ -465,8 +466,8 @@ def _run_experiment(args) -> int:
         raise UsageError("give NAME (see --list), or --resume DIR")
     given = {k: getattr(args, k) for k in ("seeds", "seed", "quick", "data", "params", "run_dir")}
     try:
-        outcome = experiments.run(args.name, out=args.out, resume=args.resume, **given)
-    except experiments.Stopped as e:
+        outcome = experiments.run(args.name, out=args.out, resume=args.resume, stop=stop, **given)
+    except Interrupted as e:
         print(f"funcbp experiment: {e}", file=sys.stderr)
         return 128 + int(e.signum)
     for claim in outcome.claims:
@@ -557,18 +558,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the ``funcbp`` command line; returns the exit status.
 
-    For ``funcbp train``, SIGINT and SIGTERM are handled from the first line,
-    before JAX is imported: the command runs in a worker thread while this one
-    waits and answers them (:func:`funcbp.stopping.supervise`). The other
-    commands run here and handle signals themselves.
+    For ``funcbp train`` and ``funcbp experiment``, SIGINT, SIGTERM and SIGHUP
+    are handled from the first line, before JAX is imported: the command runs
+    in a worker thread while this one waits and answers them
+    (:func:`funcbp.stopping.supervise`). The other commands run here and
+    handle signals themselves.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] != ["train"]:
+    if argv[:1] not in (["train"], ["experiment"]):
         return _command(argv)
     stop = Stop()
     restore = stop.install()
     try:
-        return supervise(lambda: _command(argv, stop), stop, prefix="funcbp train")
+        return supervise(lambda: _command(argv, stop), stop, prefix=f"funcbp {argv[0]}")
     finally:
         restore()
 
@@ -576,7 +578,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command(argv: list[str], stop: Stop | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.run(args, stop) if args.command == "train" else args.run(args)
+        if args.command in ("train", "experiment"):
+            return args.run(args, stop)
+        return args.run(args)
     except (UsageError, ValueError, OSError) as e:
         # DataError is a ValueError; bad values from the layers and config are too.
         if os.environ.get("FUNCBP_DEBUG"):
