@@ -272,6 +272,7 @@ def test_sigterm_stops_hyperparameters_with_one_line_and_resume_finishes(tmp_pat
     assert metrics["run"]["iters"] == 40 and len(metrics["history"]) == 10
 
 
+@pytest.mark.slow
 def test_sigterm_before_any_training_stops_with_one_line_and_resume_finishes(tmp_path):
     """init-activations trains nothing: the signal ends the process at once, via supervise."""
     out = tmp_path / "out"
