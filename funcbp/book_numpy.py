@@ -44,6 +44,7 @@ __all__ = [
     "SoftmaxWithLoss",
     "Trainer",
     "TwoLayerNet",
+    "batch_norm_train",
     "col2im",
     "cross_entropy_error",
     "im2col",
@@ -785,3 +786,32 @@ def shuffle_dataset(x: np.ndarray, t: np.ndarray, rng=None) -> tuple[np.ndarray,
     rng = np.random if rng is None else rng
     permutation = rng.permutation(x.shape[0])
     return x[permutation], t[permutation]
+
+
+def batch_norm_train(weight_init_std, x_train, t_train, max_epochs=20, rng=None):
+    """ch06/batch_norm_test.py's ``__train``: MultiLayerNetExtend 5x100 with and without
+    batch norm, SGD 0.01, batch 100, one minibatch draw for both; each net's training
+    accuracy once an epoch. Returns ``(train_acc_list, bn_train_acc_list)``."""
+    rng = np.random if rng is None else rng
+    hidden = [100, 100, 100, 100, 100]
+    bn_params = multi_layer_params(784, hidden, 10, weight_init_std, use_batchnorm=True, rng=rng)
+    params = multi_layer_params(784, hidden, 10, weight_init_std, rng=rng)
+    bn_network = MultiLayerNetExtend(bn_params, len(hidden), use_batchnorm=True)
+    network = MultiLayerNetExtend(params, len(hidden))
+    optimizer = SGD(lr=0.01)
+    train_size, batch_size = x_train.shape[0], 100
+    iter_per_epoch = max(train_size / batch_size, 1)
+    train_acc_list, bn_train_acc_list, epoch_cnt = [], [], 0
+    for i in range(1000000000):
+        batch_mask = rng.choice(train_size, batch_size)
+        x_batch, t_batch = x_train[batch_mask], t_train[batch_mask]
+        for _network in (bn_network, network):
+            grads = _network.gradient(x_batch, t_batch)
+            optimizer.update(_network.params, grads)
+        if i % iter_per_epoch == 0:
+            train_acc_list.append(network.accuracy(x_train, t_train))
+            bn_train_acc_list.append(bn_network.accuracy(x_train, t_train))
+            epoch_cnt += 1
+            if epoch_cnt >= max_epochs:
+                break
+    return train_acc_list, bn_train_acc_list

@@ -482,8 +482,9 @@ def _add_experiment(p: argparse.ArgumentParser) -> None:
     p.set_defaults(run=_run_experiment)
 
 
-def _run_experiment(args) -> int:
+def _run_experiment(args, stop) -> int:
     from funcbp import experiments
+    from funcbp.train import Interrupted
 
     if args.list:
         print(experiments.listing())
@@ -492,8 +493,8 @@ def _run_experiment(args) -> int:
         raise UsageError("give NAME (see --list), or --resume DIR")
     given = {k: getattr(args, k) for k in ("seeds", "seed", "quick", "data", "params", "run_dir")}
     try:
-        outcome = experiments.run(args.name, out=args.out, resume=args.resume, **given)
-    except experiments.Stopped as e:
+        outcome = experiments.run(args.name, out=args.out, resume=args.resume, stop=stop, **given)
+    except Interrupted as e:
         print(f"funcbp experiment: {e}", file=sys.stderr)
         return 128 + int(e.signum)
     for claim in outcome.claims:
@@ -582,7 +583,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # The commands that run under supervise; the others handle signals themselves.
-_SUPERVISED = {"train", "evaluate", "gradcheck", "bench", "graph", "chapter"}
+_CHECKPOINTED = {"train", "experiment"}  # commands that stop at a checkpoint, told by the Stop
+_SUPERVISED = {*_CHECKPOINTED, "evaluate", "gradcheck", "bench", "graph", "chapter"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -593,14 +595,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker thread while this one waits and answers them
     (:func:`funcbp.stopping.supervise`). The first signal decides the status,
     128 + its number, and the message is one line; later signals are absorbed,
-    up to the process's end. ``funcbp train`` stops at a checkpoint; the others
-    stop at once.
+    up to the process's end. ``funcbp train`` and ``funcbp experiment`` stop at a
+    checkpoint; the others stop at once.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else None
     if command not in _SUPERVISED:
         return _command(argv)
-    stop = Stop(checkpoints=command == "train")
+    stop = Stop(checkpoints=command in _CHECKPOINTED)
     restore = stop.install()
     try:
         return supervise(lambda: _command(argv, stop), stop, prefix=f"funcbp {command}")
@@ -626,7 +628,9 @@ def _command(argv: list[str], stop: Stop | None = None) -> int:
         for flag in _PATH_FLAGS:  # '' would read as "not given" somewhere; it is refused
             if getattr(args, flag, None) == "":
                 raise UsageError(f"--{flag.replace('_', '-')}: expected a path, got ''")
-        return args.run(args, stop) if args.command == "train" else args.run(args)
+        if args.command in _CHECKPOINTED:
+            return args.run(args, stop)
+        return args.run(args)
     except (UsageError, ValueError, OSError) as e:
         # DataError is a ValueError; bad values from the layers and config are too.
         if os.environ.get("FUNCBP_DEBUG"):

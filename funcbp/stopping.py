@@ -103,14 +103,16 @@ class Stop:
         where = f" {where}" if where else ""
         if not self.checkpoints:
             return f"stopped by {name}{where}"
-        if self.saved_at is None:
-            return f"stopped by {name}{where}; nothing was written"
+        again = self.resume_command
+        if self.saved_at is None:  # an experiment's folder holds its settings from the start
+            kept = "nothing was written" if again is None else "nothing was trained yet"
+            return f"stopped by {name}{where}; {kept}" + (f"; resume with {again}" if again else "")
         kept = f"the checkpoint of iteration {self.saved_at} in {self.out}"
         if self.saved_at == self.resumed_from:
             kept += " is as it was"
         else:
             kept = "kept " + kept
-        again = self.resume_command or f"funcbp train --resume {self.out}"
+        again = again or f"funcbp train --resume {self.out}"
         return f"stopped by {name}{where}; {kept}; resume with {again}"
 
 

@@ -135,3 +135,13 @@ def test_the_comparison_catches_nesterov_in_the_other_order(monkeypatch):
     monkeypatch.setitem(book_numpy.OPTIMIZERS, "nesterov", _VFirstNesterov)
     with pytest.raises(AssertionError, match="Not equal to tolerance"):
         test_each_optimizer_takes_optax_twins_steps(*OPTAX_TWINS[2])
+
+
+def test_batch_norm_train_is_the_scripts_loop_over_two_nets():
+    data = np.random.default_rng(1)
+    x, t = data.random((200, 784)), data.integers(0, 10, 200)
+    normal, bn = book_numpy.batch_norm_train(0.01, x, t, max_epochs=3, rng=np.random.default_rng(0))
+    assert len(normal) == len(bn) == 3  # one accuracy per epoch, each of 200 rows
+    assert all(round(a * 200) == a * 200 and 0 <= a <= 1 for a in normal + bn)
+    again = book_numpy.batch_norm_train(0.01, x, t, max_epochs=3, rng=np.random.default_rng(0))
+    assert again == (normal, bn)  # the draws are the rng's alone

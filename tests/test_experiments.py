@@ -8,6 +8,9 @@ where they have a closed form.
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import jax
@@ -15,9 +18,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from funcbp import experiments
 from funcbp.cli import main
-from funcbp.experiments import EXPERIMENTS, Experiment
+from funcbp.experiments import EXPERIMENTS
 from funcbp.zoo import deep_convnet, simple_convnet
 
 SCRIPTS = Path(__file__).parent.parent / "experiments"
@@ -169,42 +171,123 @@ def test_a_used_folder_is_refused(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-class _SignalsItself:
-    """An experiment that receives SIGTERM from inside its work, the first time it runs."""
-
-    calls = 0
-
-    @classmethod
-    def compute(cls, settings, out, log):
-        cls.calls += 1
-        if cls.calls == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return {"value": settings.seed}
-
-    @staticmethod
-    def claims(results):
-        return [experiments.Claim("it ran", True, f"value {results['value']}")]
-
-    @staticmethod
-    def figure(results):
-        from funcbp.experiments._plot import new_figure
-
-        fig, axes = new_figure()
-        axes[0, 0].plot([0, 1], [0, results["value"]])
-        return fig
+def _claim_lines(results, count):
+    assert len(results["claims"]) == count
+    return [c["claim"] for c in results["claims"]]
 
 
-def test_sigterm_stops_with_one_line_and_resume_finishes(tmp_path, capsys, monkeypatch):
-    row = Experiment("signals", "ch00/none.py", "a test", "signals", seeds=1)
-    monkeypatch.setitem(EXPERIMENTS, "signals", row)
-    monkeypatch.setitem(__import__("sys").modules, "funcbp.experiments.signals", _SignalsItself)
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_optimizers(tmp_path, capsys):
+    results = _run(["optimizers", "--quick", "--seeds", "2"], tmp_path / "out", capsys)
+    assert list(results["loss"]) == ["SGD", "Momentum", "AdaGrad", "Adam"]
+    assert all(np.asarray(v).shape == (2, 3) for v in results["loss"].values())  # seeds, rows
+    assert results["iters"] == [20, 40, 60]
+    _claim_lines(results, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_init(tmp_path, capsys):
+    results = _run(["init", "--quick", "--seeds", "2"], tmp_path / "out", capsys)
+    assert list(results["loss"]) == ["std=0.01", "Xavier", "He"]
+    loss = np.asarray(results["loss"]["std=0.01"])
+    assert loss.shape == (2, 3) and (np.abs(loss - np.log(10)) < 0.1).all()  # barely moves
+    assert (tmp_path / "out" / "train" / "sweep.json").is_file()  # one program, a sweep
+    _claim_lines(results, 2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_batch_norm(tmp_path, capsys):
+    results = _run(["batch-norm", "--quick", "--seeds", "2"], tmp_path / "out", capsys)
+    np.testing.assert_allclose(results["scales"], np.logspace(0, -4, 16))
+    for name in ("batch_norm", "normal"):
+        acc = np.asarray(results["train_acc"][name])
+        assert acc.shape == (16, 2, 3) and ((acc >= 0) & (acc <= 1)).all()
+    speed = results["speed"]
+    assert speed["funcbp_models"] == 64 and speed["ratio"] > 0
+    assert [b["models"] for b in speed["book"]] == [2, 2]
+    assert _claim_lines(results, 2)[1].startswith("info: ")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize(("name", "option", "values"),
+                         [("weight-decay", "weight_decay", [0.0, 0.1]),
+                          ("dropout", "dropout", [0.0, 0.2])])  # fmt: skip
+def test_overfitting(name, option, values, tmp_path, capsys):
+    results = _run([name, "--quick", "--seeds", "2"], tmp_path / "out", capsys)
+    assert results["option"] == option and results["values"] == values
+    assert results["epochs"] == [1.0, 2.0, 3.0, 4.0, 5.0]  # 300 digits, batch 100
+    for key in ("train_acc", "test_acc"):
+        assert np.asarray(results[key]).shape == (2, 2, 5)  # values, seeds, epochs
+    _claim_lines(results, 1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_hyperparameters(tmp_path, capsys):
+    results = _run(["hyperparameters", "--quick"], tmp_path / "out", capsys)
+    trials = results["trials"]
+    assert len(trials) == 10 and sorted(t["trial"] for t in trials) == list(range(10))
+    assert [t["val_acc"] for t in trials] == sorted((t["val_acc"] for t in trials), reverse=True)
+    for t in trials:
+        assert 1e-6 <= t["lr"] <= 1e-2 and 1e-8 <= t["weight_decay"] <= 1e-4
+        assert np.asarray(t["val_curve"]).shape == (1, 10)  # seeds, epochs
+    assert results["speed"]["ratio"] > 0 and results["speed"]["funcbp_trials"] == 10
+    assert _claim_lines(results, 3)[2].startswith("info: ")
+
+
+def _experiment_process(argv):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "funcbp.cli", "experiment", *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigterm_stops_hyperparameters_with_one_line_and_resume_finishes(tmp_path):
     out = tmp_path / "out"
-    assert main(["experiment", "signals", "--seed", "7", "--out", str(out)]) == 128 + 15
-    _one_line_error(capsys, f"stopped by SIGTERM; resume with funcbp experiment --resume {out}")
-    assert sorted(p.name for p in out.iterdir()) == ["experiment.json"]  # no half outputs
-    assert _exit_status(["experiment", "--resume", str(out), "--seed", "8"]) == 2
-    _one_line_error(capsys, "--seed cannot be used with --resume")
-    assert main(["experiment", "--resume", str(out)]) == 0
+    child = _experiment_process(["hyperparameters", "--quick", "--out", str(out)])
+    for line in child.stdout:  # the engine's first log line: training is under way
+        if line.startswith("iter "):
+            break
+    else:
+        pytest.fail(f"no log line; stderr: {child.stderr.read()}")
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 128 + signal.SIGTERM, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("funcbp experiment: stopped by SIGTERM"), err
+    assert lines[0].endswith(f"resume with funcbp experiment --resume {out}"), err
+    assert not (out / "results.json").exists()
+    again = _experiment_process(["--resume", str(out)])
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
     results = json.loads((out / "results.json").read_text())
-    assert results["value"] == 7 and results["settings"]["seed"] == 7  # the run's own settings
-    assert (out / "claims.txt").read_text() == "held: it ran (value 7)\n"
+    assert len(results["trials"]) == 10 and results["settings"]["quick"]
+    metrics = json.loads((out / "train" / "metrics.json").read_text())
+    assert metrics["run"]["iters"] == 40 and len(metrics["history"]) == 10
+
+
+@pytest.mark.slow
+def test_sigterm_before_any_training_stops_with_one_line_and_resume_finishes(tmp_path):
+    """init-activations trains nothing: the signal ends the process at once, via supervise."""
+    out = tmp_path / "out"
+    child = _experiment_process(["init-activations", "--quick", "--out", str(out)])
+    while not (out / "experiment.json").is_file():  # the settings are written first
+        assert child.poll() is None, child.stderr.read()
+        time.sleep(0.01)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=120)
+    if child.returncode == 0:
+        pytest.skip("the run finished before the signal came")
+    assert child.returncode == 128 + signal.SIGTERM, err
+    assert err.count("\n") == 1 and "funcbp experiment: stopped by SIGTERM" in err, err
+    assert not (out / "results.json").exists()
+    again = _experiment_process(["--resume", str(out)])
+    _, err = again.communicate(timeout=120)
+    assert again.returncode == 0, err
+    assert len(json.loads((out / "results.json").read_text())["panels"]) == 6

@@ -36,6 +36,19 @@ def test_the_goodbye_says_what_was_kept_and_how_to_resume(tmp_path):
     assert f"; kept the checkpoint of iteration 60 in {tmp_path};" in stop.goodbye()
 
 
+def test_a_command_of_its_own_is_named_even_before_the_first_checkpoint(tmp_path):
+    stop = Stop(resume_command=f"funcbp experiment --resume {tmp_path}")
+    stop.signals.append(signal.SIGTERM)
+    assert stop.goodbye() == (
+        f"stopped by SIGTERM; nothing was trained yet; resume with funcbp experiment --resume "
+        f"{tmp_path}"
+    )
+    stop.saved(tmp_path / "train", 20)
+    assert stop.goodbye().endswith(
+        f"in {tmp_path / 'train'}; resume with funcbp experiment --resume {tmp_path}"
+    )
+
+
 def test_the_worker_thread_gives_back_its_result_or_its_exception():
     assert supervise(lambda: 7, Stop(), prefix="funcbp x") == 7
 

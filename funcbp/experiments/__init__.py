@@ -4,7 +4,7 @@
 runs, its module, how many seeds it draws by default and the model it inspects.
 Each module has three functions:
 
-- ``compute(settings, out, log) -> results``: every number behind the figure, as JSON;
+- ``compute(settings, out, log, stop) -> results``: every number behind the figure, as JSON;
 - ``claims(results) -> [Claim]``: the book's claims, whether each held, and the numbers;
 - ``figure(results) -> matplotlib Figure``: the book's figure, from the results alone.
 
@@ -19,9 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from funcbp.experiments._run import Claim, Outcome, Settings, Stopped
+from funcbp.experiments._run import Claim, Outcome, Settings
 
-__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Outcome", "Settings", "Stopped", "listing", "run"]
+__all__ = ["EXPERIMENTS", "Claim", "Experiment", "Outcome", "Settings", "listing", "run"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +67,44 @@ EXPERIMENTS: dict[str, Experiment] = {
             data=False,
         ),
         Experiment(
+            "optimizers",
+            "ch06/optimizer_compare_mnist.py",
+            "SGD, Momentum, AdaGrad, Adam on MultiLayerNet 4x100: batch 128, 2,000 iterations",
+            "optimizers",
+        ),
+        Experiment(
+            "init",
+            "ch06/weight_init_compare.py",
+            "std 0.01, Xavier and He on MultiLayerNet 4x100 ReLU: SGD 0.01, 2,000 iterations",
+            "init",
+        ),
+        Experiment(
+            "batch-norm",
+            "ch06/batch_norm_test.py",
+            "16 weight scales with and without batch norm: 5x100, 1,000 digits, 20 epochs",
+            "batch_norm",
+        ),
+        Experiment(
+            "weight-decay",
+            "ch06/overfit_weight_decay.py",
+            "weight decay 0 and 0.1: 6x100 on 300 digits, SGD 0.01, 201 epochs",
+            "weight_decay",
+        ),
+        Experiment(
+            "dropout",
+            "ch06/overfit_dropout.py",
+            "dropout 0 and 0.2: 6x100 on 300 digits, SGD 0.01, 301 epochs",
+            "dropout",
+        ),
+        Experiment(
+            "hyperparameters",
+            "ch06/hyperparameter_optimization.py",
+            "100 trials of lr 10^U(-6,-2), weight decay 10^U(-8,-4): 6x100, 400+100 digits, "
+            "50 epochs",
+            "hyperparameters",
+            seeds=1,
+        ),
+        Experiment(
             "filters",
             "ch07/visualize_filter.py",
             "SimpleConvNet's 30 first-layer filters before and after training",
@@ -110,7 +148,7 @@ def _experiment(name: str | None) -> Experiment:
 
 
 def run(name: str | None = None, *, out: str | Path | None = None, resume: str | Path | None = None,
-        log: Callable[[str], None] = print, **given) -> Outcome:  # fmt: skip
+        log: Callable[[str], None] = print, stop=None, **given) -> Outcome:  # fmt: skip
     """Runs one experiment into ``out`` (default ``runs/NAME/<date>-<time>-<id>``).
 
     Args:
@@ -118,12 +156,14 @@ def run(name: str | None = None, *, out: str | Path | None = None, resume: str |
         out: a new or empty folder.
         resume: a stopped experiment's folder, continued with its own settings.
         log: where progress lines go.
+        stop: a :class:`funcbp.stopping.Stop` the caller installed, for every ``fit``.
         **given: ``seeds``, ``seed``, ``quick``, ``data``, ``params``, ``run_dir``,
             as :func:`funcbp.experiments._run.make_settings` checks them.
 
     Raises:
         ValueError: a bad argument, before any data is read or anything compiled.
-        Stopped: SIGINT or SIGTERM; trained models are checkpointed for ``resume``.
+        funcbp.train.Interrupted: SIGINT, SIGTERM or SIGHUP; trained models are
+            checkpointed for ``resume``.
     """
     from funcbp.experiments import _run
 
@@ -147,4 +187,5 @@ def run(name: str | None = None, *, out: str | Path | None = None, resume: str |
 
             out = default_out(Path("runs") / experiment.name)
     module = importlib.import_module(f"funcbp.experiments.{experiment.module}")
-    return _run.execute(module, settings, Path(out), resume=resume is not None, log=log)
+    return _run.execute(module, settings, Path(out), resume=resume is not None, log=log,
+                        stop=stop)  # fmt: skip

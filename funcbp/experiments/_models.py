@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,10 @@ import numpy as np
 from funcbp import runs, train
 from funcbp.config import TrainConfig
 from funcbp.data import load_for_model
-from funcbp.experiments._run import Stopped
 from funcbp.net import Network
 from funcbp.steps import run_keys
 
-__all__ = ["Trained", "predict", "test_set", "trained"]
+__all__ = ["Trained", "fit_run", "history", "predict", "test_set", "trained"]
 
 QUICK_ITERS = 20  # a --quick run trains this many iterations
 QUICK_TEST = 500  # and inspects the first this many test digits
@@ -78,27 +78,41 @@ def _from_run(run_dir: str | Path, model: str, kind: str) -> Trained:
                    _initial(net, config.seed, models), source)  # fmt: skip
 
 
-def _train_here(settings, out: Path, model: str, log) -> Path:
-    folder = out / "train"
+def fit_run(config: TrainConfig, folder: Path, log, stop) -> dict[str, Any]:
+    """The metrics of ``config``'s run in ``folder``: read if it finished, resumed from its
+    checkpoint if it stopped, else trained by the engine (``fit``).
+
+    Raises:
+        funcbp.train.Interrupted: on a signal, after a checkpoint.
+        ValueError: the run diverged (every model's loss not finite).
+    """
     if (folder / "metrics.json").is_file():
-        return folder  # finished before the experiment was stopped
-    options = {"progress": False, "log": log}
+        return json.loads((folder / "metrics.json").read_text())
+    options = {"progress": False, "log": log, "stop": stop}
     try:
         if (folder / runs.CHECKPOINT).is_file():
-            train.resume(folder, **options)
-        else:
-            iters = QUICK_ITERS if settings.quick else None
-            config = TrainConfig(model=model, data=settings.data, seed=settings.seed,
-                                 seeds=settings.seeds, iters=iters, eval_every=iters)  # fmt: skip
-            train.fit(config, folder, overwrite=True, **options)
-    except train.Interrupted as e:
-        raise Stopped(e.signum, out) from None
+            return train.resume(folder, **options).metrics
+        return train.fit(config, folder, overwrite=True, **options).metrics
     except train.Diverged as e:
-        raise ValueError(f"training {model} diverged: {e}") from None
-    return folder
+        raise ValueError(f"training {config.model} in {folder} diverged: {e}") from None
 
 
-def trained(settings, out: Path | None, model: str, log) -> Trained:
+def history(metrics: dict[str, Any], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(iters (T,), values (T, K))``: a key of each history row (a number per model)."""
+    rows = metrics["history"]
+    iters = np.asarray([r["iter"] for r in rows])
+    return iters, np.asarray([np.ravel(r[key]) for r in rows], np.float64)
+
+
+def _train_here(settings, out: Path, model: str, log, stop) -> Path:
+    iters = QUICK_ITERS if settings.quick else None
+    config = TrainConfig(model=model, data=settings.data, seed=settings.seed,
+                         seeds=settings.seeds, iters=iters, eval_every=iters)  # fmt: skip
+    fit_run(config, out / "train", log, stop)
+    return out / "train"
+
+
+def trained(settings, out: Path | None, model: str, log, stop=None) -> Trained:
     """The models ``settings`` name: ``--params``, ``--run-dir``, or trained here into ``out``.
 
     Raises:
@@ -109,7 +123,7 @@ def trained(settings, out: Path | None, model: str, log) -> Trained:
     if settings.run_dir is not None:
         return _from_run(settings.run_dir, model, "run")
     log(f"training {model} ({settings.seeds} models in one program) into {out / 'train'}")
-    return _from_run(_train_here(settings, out, model, log), model, "trained here")
+    return _from_run(_train_here(settings, out, model, log, stop), model, "trained here")
 
 
 def test_set(settings, net: Network) -> tuple[np.ndarray, np.ndarray]:
@@ -120,12 +134,16 @@ def test_set(settings, net: Network) -> tuple[np.ndarray, np.ndarray]:
 
 def predict(net: Network, params: dict, state: dict, x: np.ndarray, dtype=jnp.float32,
             batch: int = 250) -> np.ndarray:  # fmt: skip
-    """Scores (N, classes) in eval mode, params, state and x cast to ``dtype``, in batches."""
-    cast = lambda tree: {k: jnp.asarray(v, dtype) for k, v in tree.items()}  # noqa: E731
+    """Scores (N, classes) in eval mode, the network computing in ``dtype`` (its
+    ``compute_dtype``: each layer's input and params cast to it), in batches."""
+    master = jnp.float64 if jnp.dtype(dtype) == jnp.float64 else jnp.float32
+    cast = lambda tree: {k: jnp.asarray(v, master) for k, v in tree.items()}  # noqa: E731
     params, state = cast(params), cast(state)
     n, pad = len(x), -len(x) % batch
-    x = jnp.asarray(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]), dtype)
-    scores = jax.jit(lambda p, s, xs: jax.lax.map(lambda xb: net.predict(p, xb, s), xs))(
-        params, state, x.reshape(-1, batch, *x.shape[1:])
-    )
-    return np.asarray(scores, np.float64).reshape(-1, scores.shape[-1])[:n]
+    x = jnp.asarray(np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]), master)
+
+    def scores(p, s, xs):
+        return jax.lax.map(lambda xb: net.predict(p, xb, s, compute_dtype=dtype), xs)
+
+    out = jax.jit(scores)(params, state, x.reshape(-1, batch, *x.shape[1:]))
+    return np.asarray(out, np.float64).reshape(-1, out.shape[-1])[:n]

@@ -10,12 +10,11 @@ continues a stopped experiment where its training stopped.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
-import signal
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,21 +23,12 @@ from funcbp.config import MAX_SEED
 from funcbp.data import SOURCES
 from funcbp.io import atomic_write, atomic_write_text, check_writable
 from funcbp.runs import dumps_json
+from funcbp.stopping import Stop
 
-__all__ = ["Claim", "Settings", "Stopped", "execute", "load_settings", "make_settings"]
+__all__ = ["Claim", "Settings", "execute", "load_settings", "make_settings"]
 
 SETTINGS_FILE = "experiment.json"
 OUTPUTS = ("figure.png", "results.json", "claims.txt")
-
-
-class Stopped(Exception):
-    """SIGINT or SIGTERM stopped an experiment; what was kept is in the message."""
-
-    def __init__(self, signum: int, out: Path | None):
-        name = signal.Signals(signum).name
-        where = f"; resume with funcbp experiment --resume {out}" if out else ""
-        super().__init__(f"stopped by {name}{where}")
-        self.signum, self.out = signum, out
 
 
 @dataclass(frozen=True)
@@ -151,24 +141,6 @@ def _write(out: Path, results: dict, claims: list[Claim], fig) -> None:
     atomic_write_text(out / "claims.txt", "".join(c.line() + "\n" for c in claims))
 
 
-@contextlib.contextmanager
-def _signals_stop(out: Path) -> Iterator[None]:
-    """SIGINT and SIGTERM raise :class:`Stopped`; the engine's own handlers nest inside."""
-
-    def handler(signum, frame):
-        raise Stopped(signum, out)
-
-    previous = {}
-    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 @dataclass(frozen=True)
 class Outcome:
     """What a finished experiment gives back: its folder, results and claims."""
@@ -179,15 +151,22 @@ class Outcome:
 
 
 def execute(module, settings: Settings, out: Path, *, resume: bool = False,
-            log: Callable[[str], None] = print) -> Outcome:  # fmt: skip
-    """Runs ``module.compute``, then writes its figure, results and claims into ``out``."""
+            log: Callable[[str], None] = print, stop: Stop | None = None) -> Outcome:  # fmt: skip
+    """Runs ``module.compute``, then writes its figure, results and claims into ``out``.
+
+    ``stop`` (the command's, installed before JAX) goes to every ``fit``; its
+    goodbye says to resume with ``funcbp experiment --resume OUT``. Without
+    one, each ``fit`` handles the signals itself while it runs.
+    """
     out = Path(out)
-    with _signals_stop(out):
-        _prepare(out, settings, resume)
-        t0 = time.perf_counter()
-        results = module.compute(settings, out, log)
-        results["settings"] = settings.to_dict()
-        results["seconds"] = time.perf_counter() - t0
-        claims = module.claims(results)
-        _write(out, results, claims, module.figure(results))
+    if stop is not None:
+        stop.resume_command = f"funcbp experiment --resume {out}"
+    _prepare(out, settings, resume)
+    load, t0 = os.getloadavg(), time.perf_counter()
+    results = module.compute(settings, out, log, stop)
+    results["settings"] = settings.to_dict()
+    results["seconds"] = time.perf_counter() - t0
+    results["load_average"] = {"before": list(load), "after": list(os.getloadavg())}
+    claims = module.claims(results)
+    _write(out, results, claims, module.figure(results))
     return Outcome(out, results, claims)

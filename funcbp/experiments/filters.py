@@ -28,8 +28,8 @@ def neighbour_correlation(filters) -> np.ndarray:
     return (firsts * seconds).sum(axis=1) / norms
 
 
-def compute(settings, out, log) -> dict:
-    models = trained(settings, out, "simple-convnet", log)
+def compute(settings, out, log, stop=None) -> dict:
+    models = trained(settings, out, "simple-convnet", log, stop)
     before = [np.asarray(p["W1"]) for p in models.initial]
     after = [np.asarray(p["W1"]) for p in models.params]
     change = [

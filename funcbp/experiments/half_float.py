@@ -18,9 +18,9 @@ DTYPES = ("float64", "float32", "float16", "bfloat16")
 ALMOST_NOTHING = 0.001  # one digit in a thousand
 
 
-def compute(settings, out, log) -> dict:
+def compute(settings, out, log, stop=None) -> dict:
     jax.config.update("jax_enable_x64", True)
-    models = trained(settings, out, "deep-convnet", log)
+    models = trained(settings, out, "deep-convnet", log, stop)
     x, t = test_set(settings, models.net)
     accuracy = {d: [] for d in DTYPES}
     changed = {d: [] for d in DTYPES}  # predictions that differ from float64's

@@ -56,7 +56,7 @@ def _statistics(a: np.ndarray) -> dict[str, list]:
     return {k: v.tolist() for k, v in stats.items()}
 
 
-def compute(settings, out, log) -> dict:
+def compute(settings, out, log, stop=None) -> dict:
     keys = jax.random.split(jax.random.key(settings.seed), settings.seeds)
     panels = []
     for activation in ACTIVATIONS:

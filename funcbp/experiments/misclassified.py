@@ -19,8 +19,8 @@ SHOWN = 20
 BOOK_ACCURACY = 0.99
 
 
-def compute(settings, out, log) -> dict:
-    models = trained(settings, out, "deep-convnet", log)
+def compute(settings, out, log, stop=None) -> dict:
+    models = trained(settings, out, "deep-convnet", log, stop)
     x, t = test_set(settings, models.net)
     per_model = []
     for params, state in zip(models.params, models.layer_state, strict=True):

@@ -44,7 +44,7 @@ def path(opt: optax.GradientTransformation, steps: int = STEPS) -> np.ndarray:
     return np.asarray(points, np.float64)
 
 
-def compute(settings, out, log) -> dict:
+def compute(settings, out, log, stop=None) -> dict:
     paths = {name: path(make_optimizer(kind, lr)).tolist() for name, kind, lr in OPTIMIZERS}
     rates = {name: lr for name, _, lr in OPTIMIZERS}
     return {"start": START, "steps": STEPS, "lr": rates, "paths": paths, "contour": GRID}
