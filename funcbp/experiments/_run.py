@@ -33,14 +33,16 @@ OUTPUTS = ("figure.png", "results.json", "claims.txt")
 
 @dataclass(frozen=True)
 class Claim:
-    """One of the book's claims, whether it held on this run's data, and the numbers."""
+    """One of the book's claims, whether it held on this run's data, and the numbers;
+    ``held=None`` for a measurement that claims nothing (e.g. the speed against the book)."""
 
     claim: str
-    held: bool
+    held: bool | None
     numbers: str
 
     def line(self) -> str:
-        return f"{'held' if self.held else 'NOT held'}: {self.claim} ({self.numbers})"
+        verdict = {True: "held", False: "NOT held", None: "measured"}[self.held]
+        return f"{verdict}: {self.claim} ({self.numbers})"
 
 
 @dataclass(frozen=True)

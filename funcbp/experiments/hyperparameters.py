@@ -138,8 +138,8 @@ def claims(results) -> list[Claim]:
             f"{sum(decay_ok)} of {BEST}",
         ),
         Claim(
-            "info: funcbp's seconds a trial against the book's NumPy code, same run",
-            True,
+            "funcbp's seconds a trial against the book's NumPy code, same run",
+            None,
             f"funcbp {speed['funcbp_per_trial']:.3f} s ({speed['funcbp_trials']} trials in one "
             f"program; compile {timing['compile_s']:.1f} s, train {timing['train_s']:.1f} s, "
             f"evaluation {timing['eval_s']:.1f} s), the book's {speed['book_per_trial']:.3f} s: "
