@@ -1,12 +1,30 @@
 """Test helpers shared by the layer modules' tests."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
 
+from funcbp.gradcheck import _CPU_COMPILE_OPTIONS
+
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+def four_cpu_devices_env(devices=4):
+    """os.environ for a child process on ``devices`` forced CPU devices, compiling quickly.
+
+    The compile options are funcbp.gradcheck's: a test's programs run once or twice on
+    small inputs, so XLA's code generation is most of their time (half, unoptimized).
+    They change how XLA generates CPU code, not what JAX traces, shards or partitions.
+    """
+    quick = " ".join(f"--{k}={str(v).lower()}" for k, v in _CPU_COMPILE_OPTIONS.items())
+    return {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {quick}",
+    }
 
 
 def vjp(fn, args, dout):

@@ -11,8 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from absl.testing import parameterized
-from jax.test_util import check_grads
 
 import funcbp
 from funcbp import conv, layers, norm, reference
@@ -23,13 +21,14 @@ ROWS = {c.name: c for c in LAYER_CHECKS}
 LAYER_NAMES = {*layers.__all__, *conv.__all__, *norm.__all__}
 # Rows that check a chapter-5 layer at an edge, through a wrapper, and the layer they run.
 EDGE_ROWS = {"masked_softmax_with_loss": "softmax_with_loss"}
-# The per-row variants below run on chapter 5's rows. The later layers' rows
-# are checked jitted in both dtypes by test_checks, and against the book, under
-# vmap and in float32 by test_conv and test_norm; these variants on them too
-# would add a minute and a half on a 2-core CPU.
+# Every row's backward rule, in float64 and float32, is checked by
+# tests/test_checks.py::test_every_row_passes_every_comparison through
+# funcbp.testing.assert_rule: against jax.grad of the twin for a random cotangent,
+# against central differences, second order, eager against jit, under vmap, the
+# cotangents' shapes and dtypes, and linearity. This file adds the forward against
+# the twin and the cotangent scaling on chapter 5's rows and their other forms
+# (affine_no_bias, softmax_with_loss_none, ...), and the named edges below.
 CHAPTER_5_CHECKS = tuple(c for c in LAYER_CHECKS if c.name in {*layers.__all__, *EDGE_ROWS})
-# The chapter-5 layers' other forms (affine_no_bias, softmax_with_loss_none, ...):
-# their forward, their cotangent scaling, and the row's own check in both dtypes.
 FORMS = tuple(
     c
     for c in LAYER_CHECKS
@@ -79,49 +78,6 @@ def test_forward_matches_reference(row):
     chex.assert_trees_all_close(row.manual(*args), row.reference(*args), rtol=1e-12, atol=1e-14)
 
 
-class ManualVsAutodiffTest(chex.TestCase):
-    """Every row, eagerly and under jit (chex variants), against jax.grad of its twin."""
-
-    @chex.variants(with_jit=True, without_jit=True)
-    @parameterized.named_parameters((c.name, c) for c in CHAPTER_5_CHECKS)
-    def test_manual_grad_matches_autodiff(self, row):
-        args = _args(row)
-        argnums = _float_argnums(args)
-        out = row.manual(*args)
-        cotangent = jnp.asarray(np.random.default_rng(1).standard_normal(out.shape))
-        manual = self.variant(jax.grad(_scalar(row.manual, cotangent), argnums))(*args)
-        auto = jax.grad(_scalar(row.reference, cotangent), argnums)(*args)
-        chex.assert_trees_all_close(manual, auto, rtol=1e-10, atol=1e-13)
-
-
-@pytest.mark.parametrize("jit", [False, True], ids=["eager", "jit"])
-@pytest.mark.parametrize("row", CHAPTER_5_CHECKS, ids=lambda c: c.name)
-def test_matches_finite_differences(row, jit):
-    args = _args(row)
-    argnums = _float_argnums(args)
-    fn = jax.jit(row.manual) if jit else row.manual
-    fixed = {i: a for i, a in enumerate(args) if i not in argnums}
-
-    def f(*diff_args):
-        full = list(diff_args)
-        for i in sorted(fixed):
-            full.insert(i, fixed[i])
-        return fn(*full)
-
-    check_grads(f, tuple(args[i] for i in argnums), order=2, modes=("rev",), eps=1e-4)
-
-
-@pytest.mark.parametrize("row", CHAPTER_5_CHECKS, ids=lambda c: c.name)
-def test_float32_grad_stays_float32_and_agrees(row):
-    args = _args(row, jnp.float32)
-    argnums = _float_argnums(args)
-    grads = jax.grad(lambda *a: jnp.sum(row.manual(*a)), argnums)(*args)
-    auto = jax.grad(lambda *a: jnp.sum(row.reference(*a)), argnums)(*args)
-    for g in grads:
-        assert g.dtype == jnp.float32
-    chex.assert_trees_all_close(grads, auto, rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("row", CHAPTER_5_CHECKS + FORMS, ids=lambda c: c.name)
 def test_cotangent_scaling(row):
     args = _args(row)
@@ -130,12 +86,6 @@ def test_cotangent_scaling(row):
     once = jax.grad(_scalar(row.manual, cotangent), argnums)(*args)
     thrice = jax.grad(_scalar(row.manual, 3 * cotangent), argnums)(*args)
     chex.assert_trees_all_close(thrice, jax.tree.map(lambda g: 3 * g, once), rtol=1e-12)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("row", FORMS, ids=lambda c: c.name)
-def test_form_rows_pass_their_check(row, dtype):
-    assert row.run(dtype).ok, row.run(dtype).to_dict()
 
 
 def test_per_example_gradients_with_vmap():

@@ -1,7 +1,6 @@
 """Networks as layer sequences: the four gradient methods agree; backprop uses no autodiff."""
 
 import json
-import os
 import subprocess
 import sys
 from functools import partial
@@ -16,6 +15,7 @@ import funcbp
 from funcbp import layers
 from funcbp.net import GRADIENT_METHODS, Network, check_compute_dtype, stats_dtype
 from funcbp.zoo import network, simple_convnet_net, two_layer, two_layer_net
+from tests.cases import four_cpu_devices_env
 
 
 @pytest.fixture(scope="module")
@@ -387,24 +387,18 @@ SHARDED_NETS = {
     "deep-convnet": "zoo.deep_convnet_net((1, 12, 12), filters=(3, 4, 5), hidden_size=6)",
 }
 
-# One network's gradients (and new layer state) on x and t sharded over the batch
+# Each network's gradients (and new layer state) on x and t sharded over the batch
 # of a 4-device mesh, against one device's: both axis types; eagerly, the rules through
-# jax.grad and the explicit sweep, and jax.grad under jit. Each case prints its largest
-# error relative to the largest entry of the one-device result (the biases before
-# batch norm have a zero gradient, so their float32 values are rounding noise), or
-# the error it raised.
+# jax.grad and the explicit sweep, and jax.grad under jit. One process builds every
+# network from its expression and prints, per network and case, its largest error
+# relative to the largest entry of the one-device result (the biases before batch
+# norm have a zero gradient, so their float32 values are rounding noise), or the error
+# it raised.
 _SHARDED_SCRIPT = """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from funcbp import zoo
-
-net = eval(sys.argv[1])
-rng = np.random.default_rng(0)
-x = jnp.asarray(rng.uniform(0, 1, (8, *net.input_shape)), jnp.float32)
-t = jnp.asarray(rng.integers(0, 4, 8), jnp.int32)
-params, state = net.init(jax.random.key(0)), net.init_state()
-key = jax.random.key(1)
 
 def error(got, want):
     scale = max(float(jnp.max(jnp.abs(w))) for w in jax.tree.leaves(want))
@@ -413,38 +407,68 @@ def error(got, want):
 
 meshes = {"explicit": jax.make_mesh((4,), ("batch",)),  # JAX's default axis type
           "auto": jax.make_mesh((4,), ("batch",), axis_types=(AxisType.Auto,))}
-out = {"default_is_explicit": meshes["explicit"].axis_types == (AxisType.Explicit,)}
-run = {m: lambda p, x, t, s, m=m: net.value_and_grad(p, x, t, s, key=key, method=m)
-       for m in ("manual", "backprop")}
-run["jit"] = jax.jit(run["manual"])
-(_, want_state), want = run["jit"](params, x, t, state)
-for axes, mesh in meshes.items():
-    for how in ("manual", "backprop", "jit"):  # eagerly, both sweeps; under jit
-        try:
-            with jax.set_mesh(mesh):
-                batch, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
-                xs, ts = jax.device_put(x, batch), jax.device_put(t, batch)
-                ps, ss = jax.device_put((params, state), replicated)
-                (_, new_state), grads = run[how](ps, xs, ts, ss)
-            out[f"{axes}/{how}"] = {"grads": error(grads, want),
-                                    "state": error(new_state, want_state) if state else 0.0}
-        except Exception as e:
-            out[f"{axes}/{how}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-print(json.dumps(out))
+report = {"default_is_explicit": meshes["explicit"].axis_types == (AxisType.Explicit,)}
+
+def cases(net):
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(0, 1, (8, *net.input_shape)), jnp.float32)
+    t = jnp.asarray(rng.integers(0, 4, 8), jnp.int32)
+    params, state = net.init(jax.random.key(0)), net.init_state()
+    key = jax.random.key(1)
+    run = {m: lambda p, x, t, s, m=m: net.value_and_grad(p, x, t, s, key=key, method=m)
+           for m in ("manual", "backprop")}
+    run["jit"] = jax.jit(run["manual"])
+    (_, want_state), want = run["jit"](params, x, t, state)
+    out = {}
+    for axes, mesh in meshes.items():
+        for how in ("manual", "backprop", "jit"):  # eagerly, both sweeps; under jit
+            try:
+                with jax.set_mesh(mesh):
+                    batch, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
+                    xs, ts = jax.device_put(x, batch), jax.device_put(t, batch)
+                    ps, ss = jax.device_put((params, state), replicated)
+                    (_, new_state), grads = run[how](ps, xs, ts, ss)
+                out[f"{axes}/{how}"] = {"grads": error(grads, want),
+                                        "state": error(new_state, want_state) if state else 0.0}
+            except Exception as e:
+                out[f"{axes}/{how}"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return out
+
+for name, expression in json.loads(sys.argv[1]).items():
+    report[name] = cases(eval(expression))
+print(json.dumps(report))
 """
 
+_SHARDED_REPORT: dict = {}  # the one process's report, or why there is none
 
+
+def _sharded_report():
+    if not _SHARDED_REPORT:
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", _SHARDED_SCRIPT, json.dumps(SHARDED_NETS)],
+                env=four_cpu_devices_env(), capture_output=True, text=True, timeout=500,
+            )  # fmt: skip
+            ok = proc.returncode == 0
+            _SHARDED_REPORT["report"] = (
+                json.loads(proc.stdout.strip().splitlines()[-1]) if ok else proc.stderr[-3000:]
+            )
+        except BaseException as e:  # the next test reports it instead of running again
+            _SHARDED_REPORT["report"] = f"no report: {type(e).__name__}: {e}"
+            raise
+    report = _SHARDED_REPORT["report"]
+    if isinstance(report, str):
+        pytest.fail(report)
+    assert report["default_is_explicit"]
+    return report
+
+
+# The first test waits for every network's cases (about two minutes of CPU).
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", SHARDED_NETS)
 def test_batch_sharded_gradients_equal_one_devices(name):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED_SCRIPT, SHARDED_NETS[name]],
-        env=env, capture_output=True, text=True, timeout=200,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert out.pop("default_is_explicit")
+    out = _sharded_report()[name]
     assert len(out) == 6  # 2 axis types x (2 sweeps eagerly, 1 under jit)
     failed = [f"{case}: {r}" for case, r in out.items() if isinstance(r, str)]
     assert not failed, "\n".join(failed)

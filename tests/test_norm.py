@@ -2,7 +2,6 @@
 
 import inspect
 import json
-import os
 import subprocess
 import sys
 
@@ -14,7 +13,7 @@ import pytest
 
 import funcbp
 from funcbp import book_numpy, norm, reference
-from tests.cases import bad_input_test
+from tests.cases import bad_input_test, four_cpu_devices_env
 from tests.cases import rng as _rng
 from tests.cases import vjp as _vjp
 
@@ -635,7 +634,7 @@ print(json.dumps(out))
 def test_a_shard_map_step_through_the_rules_equals_the_twins():
     # Params replicated (P()), the batch split over 4 devices, check_vma on: each rule's
     # cotangent for a replicated param is reduced over the batch axis, as JAX's own are.
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = four_cpu_devices_env()
     proc = subprocess.run(
         [sys.executable, "-c", SHARD_MAP_STEP], env=env, capture_output=True, text=True, timeout=200
     )

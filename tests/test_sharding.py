@@ -20,7 +20,6 @@ one JSON report.
 
 import json
 import math
-import os
 import subprocess
 import sys
 from functools import partial
@@ -36,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from funcbp import conv
 from funcbp.checks import CHECKS, Check
+from tests.cases import four_cpu_devices_env
 
 # Each mesh kind starts a Python process; the first test waits for both (about a
 # minute of CPU on 2 cores), so its limit is longer than the suite's.
@@ -214,7 +214,7 @@ _REPORTS: dict[str, dict | str] = {}  # per mesh kind: its report, or why there 
 
 def _run_reports() -> dict[str, dict | str]:
     """Both mesh kinds' reports, their subprocesses run side by side."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}"}
+    env = four_cpu_devices_env(DEVICES)
     procs = {}
     try:
         for axes in AXES:
