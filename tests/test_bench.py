@@ -137,7 +137,7 @@ def test_table_and_json_to_stdout_write_only_what_is_asked_for(
         (["--rounds", "-1"], "rounds must be an integer >= 1, got -1"),
         (["--seeds", "0"], "seeds must be an integer >= 1, got 0"),
         (["--model", "deep-convnet"], "model must be one of two-layer, simple-convnet"),
-        (["--plot", "/sys/nope/b.png"], "--plot /sys/nope is not writable"),
+        (["--plot", "/sys/nope/b.png"], "--plot /sys/nope/b.png is not writable"),
     ],
 )
 def test_bad_input_is_one_line(argv, message, tmp_path, capsys):

@@ -899,7 +899,7 @@ def test_every_long_command_stops_on_any_signal_with_one_line(command, signum, t
     ],
     ids=lambda s: "+".join(signal.Signals(n).name for n in s),
 )
-def test_the_first_of_two_quick_signals_decides_and_the_second_is_absorbed(signals, tmp_path):
+def test_the_first_of_two_quick_signals_seen_decides_and_the_second_is_absorbed(signals, tmp_path):
     run = tmp_path / "run"
     argv = ["train", "--iters", "3000", "--eval-every", "3000", "--checkpoint-every", "40"]
     proc = _start([*argv[1:], "--quiet", "--out", str(run)], tmp_path)
@@ -907,9 +907,13 @@ def test_the_first_of_two_quick_signals_decides_and_the_second_is_absorbed(signa
     for signum in signals:
         proc.send_signal(signum)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 128 + signals[0], err[-3000:]
+    # Two signals pending at once reach the process lowest number first, so either may be
+    # the first it sees (test_stopping shows that the first one seen decides); whichever
+    # it is gives the status and the line, and the other is absorbed.
+    assert proc.returncode in {128 + s for s in signals}, err[-3000:]
     assert err.count("\n") == 1 and "Traceback" not in err, err
-    assert f"stopped by {signal.Signals(signals[0]).name}" in err and "--resume" in err
+    first = signal.Signals(proc.returncode - 128).name
+    assert f"stopped by {first}" in err and "--resume" in err
     assert main(["train", "--quiet", "--resume", str(run)]) == 0
 
 

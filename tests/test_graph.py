@@ -192,8 +192,11 @@ def test_edge_gradients_equal_jax_grad(net_args):
 
     graph = trace(loss, *net_args)
     want = jax.grad(loss)(*net_args)
-    for name in ("W1", "b1", "W2", "b2"):
-        np.testing.assert_allclose(input_grads(graph, [name])[0], want[name], rtol=1e-6)
+    for name in ("W1", "b1", "W2", "b2"):  # float32, summed in another order: relative to the scale
+        scale = float(np.max(np.abs(want[name])))
+        np.testing.assert_allclose(
+            input_grads(graph, [name])[0], want[name], rtol=1e-5, atol=1e-6 * scale
+        )
 
 
 def test_gradients_come_from_the_custom_vjp_rule():
