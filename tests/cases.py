@@ -8,6 +8,9 @@ import pytest
 
 from funcbp.gradcheck import _CPU_COMPILE_OPTIONS
 
+# funcbp gradcheck's compile options as XLA_FLAGS: the suite's programs compile this way.
+QUICK_XLA_FLAGS = " ".join(f"--{k}={str(v).lower()}" for k, v in _CPU_COMPILE_OPTIONS.items())
+
 
 def rng(seed=0):
     return np.random.default_rng(seed)
@@ -20,10 +23,9 @@ def four_cpu_devices_env(devices=4):
     small inputs, so XLA's code generation is most of their time (half, unoptimized).
     They change how XLA generates CPU code, not what JAX traces, shards or partitions.
     """
-    quick = " ".join(f"--{k}={str(v).lower()}" for k, v in _CPU_COMPILE_OPTIONS.items())
     return {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {quick}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {QUICK_XLA_FLAGS}",
     }
 
 

@@ -7,16 +7,15 @@ Tests marked ``slow`` (subprocesses, whole runs, the bench) are skipped by
 
 import os
 
-from funcbp.gradcheck import _CPU_COMPILE_OPTIONS
+from tests.cases import QUICK_XLA_FLAGS
 
 # Each test's programs run once or twice on small inputs, so compiling is most of the
 # suite's time: compile as funcbp gradcheck does (unoptimized code generation, 3-4x
 # faster to compile). This changes how XLA generates CPU code, not what JAX traces,
 # shards or differentiates; child processes inherit it.
-_QUICK = " ".join(f"--{k}={str(v).lower()}" for k, v in _CPU_COMPILE_OPTIONS.items())
-os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_QUICK}".strip()
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {QUICK_XLA_FLAGS}".strip()
 
-import jax  # noqa: E402  (after XLA_FLAGS: the backend reads them when it starts)
+import jax  # after XLA_FLAGS: the backend reads them when it starts
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
